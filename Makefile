@@ -1,0 +1,31 @@
+# `make demo` and `make test` set everything up on a fresh machine (no GPU, no internet but PyPI).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MAX_JOBS ?= 2
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first (exact pins: a local cache serves them), then the package without build isolation so the
+# C++ extension compiles against that torch. Re-runs only when the package definition or C++ sources change.
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard csrc/*.* csrc/*/*.*)
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[test,demo]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m salrt.demo demo-out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_reduce.py
+
+clean:
+	rm -rf build demo-out salrt/_C*.so *.egg-info

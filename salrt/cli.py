@@ -1,0 +1,86 @@
+"""The ``salrt`` command line: export, explain, info."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import SalrtError
+
+
+class _Cli(click.Group):
+    """Prints a SalrtError as one line and exits 1: users get the reason, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SalrtError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Cli)
+@click.version_option(package_name="salrt")
+def main():
+    """Gradient saliency maps as deployable graphs."""
+
+
+def _say(message: str) -> None:
+    click.echo(f"  {message}", err=True)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--weights", default="default", show_default=True, help="default (pretrained) | random | PATH")
+@click.option("--format", "formats", default="torchscript", show_default=True,
+              help="comma-separated: torchscript")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="default: ./MODEL")
+def export(model, weights, formats, out_dir):
+    """Export MODEL's forward + input-gradient + saliency graph."""
+    from .export import export as export_model
+    out_dir = out_dir or Path(model)
+    written = export_model(model, out_dir, formats=formats, weights=weights, progress=_say)
+    click.echo(f"wrote {written}/ ({', '.join(sorted(p.name for p in written.iterdir()))})")
+
+
+@main.command()
+@click.argument("source")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--target", type=int, default=None, help="class to explain (default: the top class)")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("salrt-out"), show_default=True)
+@click.option("--backend", default="auto", show_default=True, help="auto | eager | torchscript")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--weights", default="default", show_default=True, help="when SOURCE is a model name")
+@click.option("--batch-size", default=8, show_default=True)
+def explain(source, images, target, out_dir, backend, device, weights, batch_size):
+    """Explain IMAGES with SOURCE (an artifact directory or a model name): writes NAME_saliency.png and
+    NAME_overlay.png per image and prints the top-5 classes."""
+    from .explain import explain_files
+    explain_files(source, list(images), out_dir, target=target, backend=backend, device=device, weights=weights,
+                  batch_size=batch_size, echo=click.echo)
+
+
+@main.command()
+@click.argument("artifact_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the whole manifest as JSON")
+def info(artifact_dir, as_json):
+    """Print an artifact's manifest."""
+    from .manifest import read_manifest
+    manifest = read_manifest(artifact_dir)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=1))
+        return
+    shown = {k: v for k, v in manifest.items() if k not in ("categories", "inputs", "outputs", "files")}
+    for key, value in shown.items():
+        click.echo(f"{key:16} {value}")
+    click.echo(f"{'classes':16} {len(manifest['categories'])}")
+    for fmt, entry in manifest["files"].items():
+        click.echo(f"{fmt:16} {entry['file']}  {entry['bytes'] / 1e6:.1f} MB  sha256 {entry['sha256'][:16]}…")
+    click.echo("inputs           " + ", ".join(f"{io['name']} {io['dtype']}{io['shape']}" for io in manifest["inputs"]))
+    click.echo("outputs          " + ", ".join(f"{io['name']} {io['dtype']}{io['shape']}" for io in manifest["outputs"]))
+
+
+if __name__ == "__main__":
+    main()

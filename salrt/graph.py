@@ -1,0 +1,129 @@
+"""Build the saliency graph: forward pass, input gradient and saliency map as one aten FX graph.
+
+Stage 1 traces the model's forward pass into aten ops and folds eval-mode batch norms into the
+convolutions before them. Stage 2 traces autograd through that graph with every backward op written as
+forward ops (see ``decompositions``). The batch is symbolic in both stages, so the graph takes any N; the
+spatial size is fixed at export. Weights are graph constants that never require grad.
+"""
+from __future__ import annotations
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+from .decompositions import backward_as_forward_ops, forward_rewrites
+from .saliency import saliency_from_grad
+
+aten = torch.ops.aten
+_TRACE_BATCH = 2  # sizes 0 and 1 would be specialized by the tracer
+
+
+def input_gradient(forward, image: torch.Tensor, target: torch.Tensor):
+    """(logits, used_target, grad): the gradient of each image's target logit w.r.t. that image.
+
+    A negative target selects the argmax class. Summing the selected logits gives every image the gradient
+    of its own logit only, in one backward pass.
+    """
+    with torch.enable_grad():
+        x = image.detach().requires_grad_(True)
+        logits = forward(x)
+        used_target = torch.where(target < 0, logits.argmax(1), target)
+        score = logits.gather(1, used_target.unsqueeze(1)).sum()
+        (grad,) = torch.autograd.grad(score, x)
+    return logits.detach(), used_target, grad
+
+
+def saliency_outputs(forward, image: torch.Tensor, target: torch.Tensor):
+    """The graph's contract: (logits, used_target, saliency, grad)."""
+    logits, used_target, grad = input_gradient(forward, image, target)
+    return logits, used_target, saliency_from_grad(grad), grad
+
+
+def _symbolic_batch(shape: tuple[int, ...], dtype: torch.dtype, mode: FakeTensorMode) -> torch.Tensor:
+    dynamic = [DimDynamic.DYNAMIC] + [DimDynamic.STATIC] * (len(shape) - 1)
+    return mode.from_tensor(torch.zeros(shape, dtype=dtype),
+                            symbolic_context=StatelessSymbolicContext(dynamic_sizes=dynamic))
+
+
+def _example_inputs(image_size: int):
+    """Fake inputs whose batch is one shared symbol; image and target must agree on N."""
+    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+    image = _symbolic_batch((_TRACE_BATCH, 3, image_size, image_size), torch.float32, mode)
+    target = mode.from_tensor(torch.zeros(_TRACE_BATCH, dtype=torch.int64),
+                              symbolic_context=StatelessSymbolicContext(
+                                  dynamic_sizes=[DimDynamic.DYNAMIC]))
+    torch._check(target.shape[0] == image.shape[0])
+    return image, target
+
+
+def trace_forward(model: torch.nn.Module, image_size: int) -> torch.fx.GraphModule:
+    image, _ = _example_inputs(image_size)
+    return make_fx(model, decomposition_table=forward_rewrites(), _allow_non_fake_inputs=True)(image)
+
+
+def _eval_batch_norm_args(node: torch.fx.Node):
+    """(input, weight, bias, running_mean, running_var, eps) of an eval-mode batch norm node, else None."""
+    if node.target is aten._native_batch_norm_legit_no_training.default:
+        return (*node.args[:5], node.args[6])
+    if node.target is aten.native_batch_norm.default and not node.args[5]:
+        return (*node.args[:5], node.args[7])
+    return None
+
+
+def fold_batch_norms(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Fold each eval batch norm that directly follows a convolution into that convolution's weights."""
+    for bn in list(gm.graph.nodes):
+        args = _eval_batch_norm_args(bn)
+        if args is None:
+            continue
+        conv, *statistics, eps = args
+        if conv.target is not aten.convolution.default or len(conv.users) != 1 or conv.args[6]:
+            continue
+        constants = [conv.args[1], conv.args[2], *statistics]
+        if not all(c is None or c.op == "get_attr" for c in constants):
+            continue
+        weight, bias, gamma, beta, mean, var = (None if c is None else getattr(gm, c.target) for c in constants)
+        scale = torch.rsqrt(var + eps) * (gamma if gamma is not None else 1)
+        shift = (beta if beta is not None else 0) - mean * scale
+        folded_weight = weight * scale.reshape(-1, *[1] * (weight.dim() - 1))
+        folded_bias = shift + (bias * scale if bias is not None else 0)
+        with gm.graph.inserting_before(conv):
+            conv.update_arg(1, _constant(gm, folded_weight, f"{conv.name}_folded_weight"))
+            conv.update_arg(2, _constant(gm, folded_bias, f"{conv.name}_folded_bias"))
+        for getitem in list(bn.users):
+            if getitem.args[1] == 0:
+                getitem.replace_all_uses_with(conv)
+            elif getitem.users:
+                raise RuntimeError("batch norm statistics are used downstream; cannot fold")
+            gm.graph.erase_node(getitem)
+        gm.graph.erase_node(bn)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+def _constant(gm: torch.fx.GraphModule, value: torch.Tensor, name: str) -> torch.fx.Node:
+    gm.register_buffer(name, value.detach().contiguous())
+    return gm.graph.get_attr(name)
+
+
+def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool = True) -> torch.fx.GraphModule:
+    """The joint forward + input-gradient + saliency graph of ``model`` for square inputs of ``image_size``."""
+    forward = trace_forward(model, image_size)
+    if fold_bn:
+        forward = fold_batch_norms(forward)
+    image, target = _example_inputs(image_size)
+    joint = make_fx(lambda i, t: saliency_outputs(forward, i, t), decomposition_table=backward_as_forward_ops(),
+                    _allow_non_fake_inputs=True)(image, target)
+    _check_no_backward_ops(joint)
+    joint.graph.eliminate_dead_code()
+    joint.recompile()
+    return joint
+
+
+def _check_no_backward_ops(gm: torch.fx.GraphModule) -> None:
+    left = sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function" and "backward" in str(n.target)})
+    if left:
+        raise NotImplementedError(f"no forward-op rewrite for {', '.join(left)}")

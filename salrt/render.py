@@ -1,0 +1,34 @@
+"""Saliency maps as pictures: a colour heatmap and a heatmap blended over the input.
+
+Gradient maps are sparse: a few pixels reach 1 and most sit near 0, so a linear colour scale shows a
+black square. For display only, values are scaled so the 99th percentile is full colour.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image
+
+COLORMAP = "inferno"
+DISPLAY_PERCENTILE = 99.0
+
+
+def _display_scale(saliency: torch.Tensor) -> np.ndarray:
+    values = saliency.detach().float().cpu().clamp(0, 1).numpy()
+    top = np.percentile(values, DISPLAY_PERCENTILE)
+    return np.clip(values / top, 0, 1) if top > 0 else values
+
+
+def heatmap(saliency: torch.Tensor) -> Image.Image:
+    """An [H, W] map in [0, 1] as an RGB image."""
+    rgb = colormaps[COLORMAP](_display_scale(saliency))[..., :3]
+    return Image.fromarray((rgb * 255).round().astype(np.uint8))
+
+
+def overlay(image: Image.Image, saliency: torch.Tensor) -> Image.Image:
+    """The heatmap over ``image`` (already cropped to the map's size), opaque where saliency is high."""
+    weight = _display_scale(saliency)[..., None] * 0.85
+    photo = np.asarray(image.convert("RGB").resize(saliency.shape[::-1]), dtype=np.float32)
+    heat = np.asarray(heatmap(saliency), dtype=np.float32)
+    return Image.fromarray((photo * (1 - weight) + heat * weight).round().astype(np.uint8))

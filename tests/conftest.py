@@ -1,0 +1,88 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from salrt.graph import input_gradient
+from salrt.models import load_model
+
+
+def reference(module: torch.nn.Module, image: torch.Tensor, target: torch.Tensor):
+    """Independent reference: plain autograd on a float64 copy of the model."""
+    model64 = copy.deepcopy(module).double()
+    logits, used, grad = input_gradient(model64, image.double(), target)
+    channel_max = grad.abs().amax(1)
+    low = channel_max.amin((1, 2), keepdim=True)
+    high = channel_max.amax((1, 2), keepdim=True)
+    return logits, used, (channel_max - low) / (high - low), grad
+
+
+def relative_l2(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual.double() - expected.double()).norm() / expected.double().norm())
+
+
+def assert_matches_reference(outputs, module, image, target, grad_tol=1e-2):
+    """Outputs vs float64 autograd (float32 paths differ from it by up to ~1e-2 where a ReLU flips)."""
+    ref_logits, ref_used, ref_saliency, ref_grad = reference(module, image, target)
+    logits, used, saliency, grad = outputs
+    assert torch.equal(used.cpu(), ref_used)
+    assert relative_l2(logits, ref_logits) < 1e-4
+    assert grad.abs().amax() > 0, "gradient is all zeros"
+    assert relative_l2(grad, ref_grad) < grad_tol
+    assert relative_l2(saliency, ref_saliency) < 5 * grad_tol
+    flat = saliency.flatten(1)
+    assert torch.allclose(flat.amin(1), torch.zeros(len(flat))) and torch.allclose(flat.amax(1), torch.ones(len(flat)))
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    return load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def photos():
+    from skimage import data
+    return {name: getattr(data, name)() for name in ("chelsea", "coffee", "astronaut")}
+
+
+@pytest.fixture(scope="session")
+def photo_files(tmp_path_factory, photos):
+    from PIL import Image
+    directory = tmp_path_factory.mktemp("photos")
+    paths = {}
+    for name, array in photos.items():
+        paths[name] = directory / f"{name}.jpg"
+        Image.fromarray(array).save(paths[name])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def photo_batch(photos):
+    """Three real photos preprocessed for torchvision's ResNets, with mixed explicit and argmax targets."""
+    import salrt
+    batch = salrt.load("resnet18", weights="random").preprocess(list(photos.values()))
+    return batch, torch.tensor([-1, 504, -1])
+
+
+@pytest.fixture(scope="session")
+def random_inputs():
+    """Inputs the graph never saw while being built (it is traced on fake tensors)."""
+    generator = torch.Generator().manual_seed(1234)
+    image = torch.randn(3, 3, 224, 224, generator=generator)
+    return image, torch.tensor([-1, 7, -1])
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Artifact directories exported once per session, by model name."""
+    import salrt
+    cache = {}
+
+    def get(name: str, weights: str = "random", formats=("torchscript",)):
+        key = (name, weights, tuple(formats))
+        if key not in cache:
+            cache[key] = salrt.export(name, tmp_path_factory.mktemp(name) / "artifact", formats=formats,
+                                      weights=weights)
+        return cache[key]
+    return get

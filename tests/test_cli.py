@@ -1,0 +1,137 @@
+"""The salrt command line, run as users run it: real processes, real files."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import salrt
+from salrt.errors import SalrtError
+
+
+def salrt_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "salrt.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def assert_one_line_error(result, match):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.stderr
+
+
+def test_export_then_explain_writes_pngs(tmp_path, photo_files):
+    out = tmp_path / "r18"
+    result = salrt_cli("export", "resnet18", "--weights", "random", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.pt"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"] == "resnet18" and manifest["weights"] == "random"
+    assert [o["name"] for o in manifest["outputs"]] == ["logits", "used_target", "saliency", "grad"]
+
+    maps = tmp_path / "maps"
+    result = salrt_cli("explain", out, photo_files["chelsea"], photo_files["coffee"], "--out", maps)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 2 and "chelsea.jpg:" in result.stdout
+    for stem in ("chelsea", "coffee"):
+        for kind in ("saliency", "overlay"):
+            with Image.open(maps / f"{stem}_{kind}.png") as image:
+                assert image.format == "PNG" and image.size == (224, 224) and image.mode == "RGB"
+
+    info = salrt_cli("info", out)
+    assert info.returncode == 0 and "resnet18" in info.stdout and "sha256" in info.stdout
+
+
+def test_explain_with_a_model_name_and_target(tmp_path, photo_files):
+    result = salrt_cli("explain", "efficientnet_lite0", photo_files["coffee"], "--target", "967", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("coffee.jpg: espresso")
+    assert (tmp_path / "coffee_overlay.png").is_file()
+
+
+def test_unknown_model(tmp_path):
+    result = salrt_cli("export", "resnet51", "--out", tmp_path / "x")
+    assert_one_line_error(result, "unknown model 'resnet51'")
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_format(tmp_path):
+    assert_one_line_error(salrt_cli("export", "resnet18", "--format", "tflite", "--out", tmp_path / "x"),
+                          "unknown format tflite")
+
+
+def test_missing_and_corrupt_images(tmp_path, exported, photo_files):
+    artifact = exported("resnet18")
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("this is text, not a JPEG")
+    maps = tmp_path / "maps"
+    assert_one_line_error(salrt_cli("explain", artifact, tmp_path / "nope.jpg", "--out", maps), "no such file")
+    assert_one_line_error(salrt_cli("explain", artifact, photo_files["chelsea"], fake, "--out", maps),
+                          "not a readable image")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(photo_files["chelsea"].read_bytes()[:2000])
+    assert_one_line_error(salrt_cli("explain", artifact, truncated, "--out", maps), "not a readable image")
+    assert not maps.exists(), "nothing may be written when an input is bad"
+
+
+def test_unwritable_output(tmp_path, exported, photo_files):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_one_line_error(salrt_cli("export", "resnet18", "--weights", "random", "--out", blocker / "sub"),
+                          "cannot write")
+    assert_one_line_error(salrt_cli("explain", exported("resnet18"), photo_files["chelsea"], "--out", blocker / "m"),
+                          "cannot write")
+    assert_one_line_error(salrt_cli("export", "resnet18", "--weights", "random", "--out", blocker),
+                          "not a salrt artifact directory")
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    import importlib
+    export_module = importlib.import_module("salrt.export")  # the module, not the function salrt.export
+
+    def broken(graph, path):
+        path.write_bytes(b"half")
+        raise RuntimeError("disk full")
+    monkeypatch.setitem(export_module.WRITERS, "torchscript", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        salrt.export("resnet18", tmp_path / "out", weights="random")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tampered_and_foreign_artifacts(tmp_path, exported):
+    import shutil
+    artifact = tmp_path / "copy"
+    shutil.copytree(exported("resnet18"), artifact)
+    with open(artifact / "model.pt", "r+b") as file:
+        file.truncate(1000)
+    with pytest.raises(SalrtError, match="sha256 mismatch"):
+        salrt.load(artifact)
+    assert_one_line_error(salrt_cli("explain", artifact, "x.jpg"), "no such file")  # inputs are checked first
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SalrtError, match="format 99.*export it again"):
+        salrt.load(artifact)
+    with pytest.raises(SalrtError, match="neither an artifact directory nor a known model"):
+        salrt.load(tmp_path / "nothing-here")
+
+
+def test_wrong_tensor_shape_and_targets(exported):
+    explainer = salrt.load(exported("resnet18"))
+    with pytest.raises(SalrtError, match=r"float32 \[N, 3, 224, 224\] tensor, got float32 \[2, 3, 100, 100\]"):
+        explainer.explain(torch.zeros(2, 3, 100, 100))
+    with pytest.raises(SalrtError, match="float64"):
+        explainer.explain(torch.zeros(1, 3, 224, 224, dtype=torch.float64))
+    with pytest.raises(SalrtError, match="target 1000 is out of range"):
+        explainer.explain(torch.zeros(1, 3, 224, 224), target=1000)
+    with pytest.raises(SalrtError, match="3 targets for 2 images"):
+        explainer.explain(torch.zeros(2, 3, 224, 224), target=[1, 2, 3])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without a GPU")
+def test_cuda_without_gpu_is_a_clear_error(exported):
+    with pytest.raises(SalrtError, match="no CUDA GPU"):
+        salrt.load(exported("resnet18"), device="cuda")

@@ -1,0 +1,84 @@
+"""Each backward-as-forward rewrite against PyTorch's own backward, on shapes beyond ResNet's."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from salrt.decompositions import backward_as_forward_ops
+
+
+def _input_grad(fn, x, cotangent):
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(fn(x), x, cotangent)
+    return grad
+
+
+def check(fn, shape):
+    """The rewritten graph must hold no backward op and give PyTorch's input gradient."""
+    out_shape = fn(torch.zeros(shape, dtype=torch.float64)).shape
+    traced = make_fx(lambda x, c: _input_grad(fn, x, c), decomposition_table=backward_as_forward_ops())(
+        torch.randn(shape, dtype=torch.float64), torch.randn(out_shape, dtype=torch.float64))
+    targets = {str(n.target) for n in traced.graph.nodes if n.op == "call_function"}
+    assert not [t for t in targets if "backward" in t], targets
+    # Fresh inputs, not the tracing ones: nothing may be baked into the graph.
+    x, cotangent = torch.randn(shape, dtype=torch.float64), torch.randn(out_shape, dtype=torch.float64)
+    expected = _input_grad(fn, x, cotangent)
+    assert expected.abs().amax() > 0
+    torch.testing.assert_close(traced(x, cotangent), expected)
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups,size", [
+    (1, 0, 1, 1, 9), (2, 1, 1, 1, 10), (2, 1, 1, 1, 11), (3, 2, 2, 1, 13), (2, 3, 1, 4, 15), (1, 1, 1, 8, 7),
+    (2, 0, 1, 8, 8),
+])
+def test_convolution(stride, padding, dilation, groups, size):
+    weight = torch.randn(8, 8 // groups, 3, 3, dtype=torch.float64)
+    check(lambda x: F.conv2d(x, weight, None, stride, padding, dilation, groups), (2, 8, size, size + 2))
+
+
+def test_convolution_rectangular_kernel():
+    weight = torch.randn(4, 3, 1, 5, dtype=torch.float64)
+    check(lambda x: F.conv2d(x, weight, stride=(1, 2), padding=(0, 2)), (2, 3, 9, 12))
+
+
+def test_transposed_convolution():
+    weight = torch.randn(3, 4, 3, 3, dtype=torch.float64)
+    check(lambda x: F.conv_transpose2d(x, weight, stride=2, padding=1, output_padding=1), (2, 3, 5, 6))
+
+
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode,size", [
+    (3, 2, 1, False, 12), (2, 2, 0, True, 11), (3, 1, 1, False, 7), (3, 2, 0, True, 14)])
+def test_max_pool(kernel, stride, padding, ceil_mode, size):
+    check(lambda x: F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode), (2, 3, size, size + 1))
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_avg_pool(kernel, stride, padding):
+    check(lambda x: F.avg_pool2d(x, kernel, stride, padding), (2, 4, 9, 10))
+
+
+@pytest.mark.parametrize("output_size,size", [(1, 7), (7, 7), (2, 8)])
+def test_adaptive_avg_pool(output_size, size):
+    check(lambda x: F.adaptive_avg_pool2d(x, output_size), (2, 3, size, size))
+
+
+def test_eval_batch_norm():
+    stats = [torch.randn(5, dtype=torch.float64) for _ in range(4)]
+    stats[1] = stats[1].abs() + 0.1
+    check(lambda x: F.batch_norm(x, stats[0], stats[1], stats[2], stats[3], training=False), (2, 5, 4, 6))
+
+
+@pytest.mark.parametrize("pad", [(0, 1, 0, 1), (1, 1, 2, 0), (2, 2, 2, 2)])
+def test_constant_pad(pad):
+    check(lambda x: F.pad(x, pad), (2, 3, 5, 6))
+
+
+@pytest.mark.parametrize("activation", [F.relu, F.relu6, F.hardswish, F.hardsigmoid, F.silu, torch.sigmoid,
+                                        F.gelu, torch.tanh])
+def test_pointwise(activation):
+    check(activation, (2, 3, 4, 5))
+
+
+def test_layer_norm():
+    weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    check(lambda x: F.layer_norm(x, (6,), weight, bias), (2, 4, 5, 6))
