@@ -36,17 +36,20 @@ SALRT_HOST_DEVICE float bits_to_float(int32_t b) {
   return u.f;
 }
 
-// Degenerate ranges (<= eps, or subnormal, whose reciprocal would overflow) give an all-zero map;
-// NaN ranges fail both comparisons and propagate. Inf follows IEEE like the torch op chain: an image
-// whose max is Inf maps its finite pixels to 0 and its Inf pixels to NaN.
+// A map whose range is at most eps times its max counts as constant and becomes all zeros: relative,
+// because gradient scales span orders of magnitude (1e-16 in a randomly initialised EfficientNet-B0).
+// A subnormal range (whose reciprocal would overflow) is constant too. A non-finite max (NaN or Inf
+// anywhere in the image) makes the whole map NaN: a blown-up gradient is reported, not hidden.
 SALRT_HOST_DEVICE Affine make_affine(int32_t lo_bits, int32_t hi_bits, Mode mode, double eps) {
   constexpr float kFloatMin = 1.17549435e-38f;  // FLT_MIN
+  constexpr float kFloatMax = 3.40282347e+38f;  // FLT_MAX
   const float lo = bits_to_float(lo_bits);
   const float hi = bits_to_float(hi_bits);
   if (mode == Mode::None) return Affine{0.0f, 1.0f};
+  if (!(hi <= kFloatMax)) return Affine{0.0f, bits_to_float(0x7fc00000)};  // quiet NaN
   const float offset = mode == Mode::MinMax ? lo : 0.0f;
   const float range = hi - offset;
-  if (static_cast<double>(range) <= eps || range < kFloatMin) return Affine{0.0f, 0.0f};
+  if (static_cast<double>(range) <= eps * static_cast<double>(hi) || range < kFloatMin) return Affine{0.0f, 0.0f};
   return Affine{offset, 1.0f / range};
 }
 

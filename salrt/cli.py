@@ -35,13 +35,14 @@ def _say(message: str) -> None:
 @click.argument("model")
 @click.option("--weights", default="default", show_default=True, help="default (pretrained) | random | PATH")
 @click.option("--format", "formats", default="torchscript", show_default=True,
-              help="comma-separated: torchscript")
+              help="comma-separated: torchscript, onnx, aoti")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="default: ./MODEL")
-def export(model, weights, formats, out_dir):
+@click.option("--image-size", type=int, default=None, help="input H=W (default: the model's crop size)")
+def export(model, weights, formats, out_dir, image_size):
     """Export MODEL's forward + input-gradient + saliency graph."""
     from .export import export as export_model
     out_dir = out_dir or Path(model)
-    written = export_model(model, out_dir, formats=formats, weights=weights, progress=_say)
+    written = export_model(model, out_dir, formats=formats, weights=weights, image_size=image_size, progress=_say)
     click.echo(f"wrote {written}/ ({', '.join(sorted(p.name for p in written.iterdir()))})")
 
 
@@ -50,7 +51,7 @@ def export(model, weights, formats, out_dir):
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--target", type=int, default=None, help="class to explain (default: the top class)")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("salrt-out"), show_default=True)
-@click.option("--backend", default="auto", show_default=True, help="auto | eager | torchscript")
+@click.option("--backend", default="auto", show_default=True, help="auto | eager | aoti | torchscript | onnxruntime")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--weights", default="default", show_default=True, help="when SOURCE is a model name")
 @click.option("--batch-size", default=8, show_default=True)
@@ -60,6 +61,29 @@ def explain(source, images, target, out_dir, backend, device, weights, batch_siz
     from .explain import explain_files
     explain_files(source, list(images), out_dir, target=target, backend=backend, device=device, weights=weights,
                   batch_size=batch_size, echo=click.echo)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--batch", default="1,8", show_default=True, help="comma-separated batch sizes")
+@click.option("--backends", default="eager,torchscript,onnxruntime,aoti", show_default=True,
+              help="salrt backends to time next to seed (the naive eager recipe) and forward (no saliency)")
+@click.option("--weights", default="random", show_default=True)
+@click.option("--rounds", default=10, show_default=True, help="timed rounds per backend and batch")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu"]))
+@click.option("--quick", is_flag=True, help="N=1 only, 5 rounds, no aoti (which compiles for minutes)")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="PNG bar chart")
+def bench(model, batch, backends, weights, rounds, device, quick, json_path, plot_path):
+    """Time MODEL's saliency on every backend against the naive eager recipe."""
+    from . import bench as benchmarks
+    backends = [b.strip() for b in backends.split(",") if b.strip()]
+    batches = [int(n) for n in batch.split(",")]
+    if quick:
+        batches, rounds, backends = [1], 5, [b for b in backends if b != "aoti"]
+    report = benchmarks.benchmark(model, batches, backends, weights=weights, rounds=rounds, say=_say)
+    click.echo(benchmarks.table(report))
+    benchmarks.save(report, json_path, plot_path)
 
 
 @main.command()

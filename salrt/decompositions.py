@@ -55,19 +55,29 @@ def max_pool2d_with_indices_backward(grad_out, inp, kernel_size, stride, padding
     return flat.scatter_add(2, indices.flatten(2), grad_out.flatten(2)).view(n, c, h, w)
 
 
+def _adaptive_pool_matrix(in_size: int, out_size: int, like: torch.Tensor) -> torch.Tensor:
+    """[out, in] matrix of adaptive average pooling along one axis: row i averages its window."""
+    matrix = torch.zeros(out_size, in_size, dtype=like.dtype, device=like.device)
+    for i in range(out_size):
+        start, end = (i * in_size) // out_size, -((-(i + 1) * in_size) // out_size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
 def adaptive_avg_pool2d_backward(grad_out, inp):
-    """Global pooling (1x1 output) spreads the gradient evenly; an identity pooling passes it through."""
+    """Adaptive pooling is separable and linear, out = P_h x P_w^T, so the input gradient is P_h^T g P_w."""
     h, w = inp.shape[-2:]
     oh, ow = grad_out.shape[-2:]
     if (oh, ow) == (h, w):
         return grad_out
-    if (oh, ow) == (1, 1):
+    if (oh, ow) == (1, 1):  # global pooling: spread evenly
         return (grad_out / (h * w)).expand(inp.shape)
-    if h % oh == 0 and w % ow == 0:
-        kernel = [h // oh, w // ow]
-        return avg_pool2d_backward(grad_out, inp, kernel, kernel, [0, 0], False, True, None)
-    raise NotImplementedError(f"adaptive_avg_pool2d_backward from {h}x{w} to {oh}x{ow}: "
-                              "use an input size divisible by the pooled size")
+    n, c = inp.shape[:2]
+    rows, cols = _adaptive_pool_matrix(h, oh, grad_out), _adaptive_pool_matrix(w, ow, grad_out)
+    # 2-D mm on flattened views: batched matmul's decomposition pins the symbolic batch size.
+    along_w = torch.mm(grad_out.reshape(-1, ow), cols).reshape(n, c, oh, w)
+    along_h = torch.mm(along_w.transpose(2, 3).reshape(-1, oh), rows)
+    return along_h.reshape(n, c, w, h).transpose(2, 3)
 
 
 def avg_pool2d_backward(grad_out, inp, kernel_size, stride, padding, ceil_mode, count_include_pad,

@@ -1,30 +1,28 @@
 """``salrt.export``: write a model's saliency graph as artifacts plus a manifest, all or nothing."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 
 from .errors import SalrtError
 from .graph import build_saliency_graph
-from .manifest import FILES, MANIFEST, build_manifest
+from .manifest import FILES, MANIFEST, describe, with_files
 from .models import ClassifierSpec, Preprocessing, imagenet_categories, load_model
-from .torchscript import to_torchscript
+from .aoti_export import write_aoti
+from .onnx_export import write_onnx
+from .torchscript import write_torchscript
 
 Progress = Callable[[str], None]
-
-
-def _write_torchscript(graph: torch.fx.GraphModule, path: Path) -> dict:
-    to_torchscript(graph).save(str(path))
-    return {"loads_with": "torch.jit.load (needs torch only)"}
-
-
-WRITERS = {"torchscript": _write_torchscript}
+# Each writer takes (graph, path, manifest description) and returns details for its manifest entry.
+WRITERS = {"torchscript": write_torchscript, "onnx": write_onnx, "aoti": write_aoti}
 
 
 def parse_formats(formats: Union[str, Iterable[str]]) -> list[str]:
@@ -48,26 +46,30 @@ def as_spec(model: Union[str, torch.nn.Module, ClassifierSpec], weights: str = "
 
 def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[str, Path],
            formats: Union[str, Iterable[str]] = ("torchscript",), weights: str = "default",
-           progress: Progress = lambda message: None) -> Path:
+           image_size: Optional[int] = None, progress: Progress = lambda message: None) -> Path:
     """Export ``model``'s saliency graph to ``out_dir`` (model.pt, ..., manifest.json) and return it.
 
-    The directory appears complete or not at all: files are written to a temporary sibling and moved in
+    ``image_size`` overrides the model's crop size (the resize keeps its ratio to the crop): the graph's
+    H and W are fixed at export. The directory appears complete or not at all: files are written to a temporary sibling and moved in
     place at the end. An existing salrt artifact directory is replaced; any other existing path is an error.
     """
     formats = parse_formats(formats)
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     spec = as_spec(model, weights)
+    if image_size is not None:
+        spec = dataclasses.replace(spec, preprocessing=_resized(spec.preprocessing, image_size))
     staging = _staging_dir(out_dir)
     try:
         started = time.perf_counter()
         progress(f"tracing the saliency graph of {spec.name}")
         graph = build_saliency_graph(spec.module, spec.preprocessing.crop)
+        description = describe(spec)
         details = {}
         for fmt in formats:
             progress(f"writing {FILES[fmt]}")
-            details[fmt] = WRITERS[fmt](graph, staging / FILES[fmt])
-        manifest = build_manifest(spec, staging, formats, details)
+            details[fmt] = WRITERS[fmt](graph, staging / FILES[fmt], description)
+        manifest = with_files(description, staging, details)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
         _replace(staging, out_dir)
@@ -75,6 +77,12 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _resized(p: Preprocessing, size: int) -> Preprocessing:
+    if size < 32:
+        raise SalrtError(f"image size {size} is too small; use 32 or more")
+    return dataclasses.replace(p, crop=size, resize=round(size * p.resize / p.crop))
 
 
 def _check_replaceable(out_dir: Path) -> None:
@@ -86,9 +94,13 @@ def _staging_dir(out_dir: Path) -> Path:
     parent = out_dir.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
     except OSError as err:
         raise SalrtError(f"cannot write to {parent}: {err.strerror}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact gets ordinary permissions
+    return staging
 
 
 def _replace(staging: Path, out_dir: Path) -> None:

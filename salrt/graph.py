@@ -10,13 +10,14 @@ from __future__ import annotations
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
-from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+from torch.fx.experimental.symbolic_shapes import (DimDynamic, ShapeEnv, StatelessSymbolicContext,
+                                                   statically_known_true)
 
 from .decompositions import backward_as_forward_ops, forward_rewrites
 from .saliency import saliency_from_grad
 
 aten = torch.ops.aten
-_TRACE_BATCH = 2  # sizes 0 and 1 would be specialized by the tracer
+TRACE_BATCH = 2  # sizes 0 and 1 would be specialized by the tracer
 
 
 def input_gradient(forward, image: torch.Tensor, target: torch.Tensor):
@@ -49,8 +50,8 @@ def _symbolic_batch(shape: tuple[int, ...], dtype: torch.dtype, mode: FakeTensor
 def _example_inputs(image_size: int):
     """Fake inputs whose batch is one shared symbol; image and target must agree on N."""
     mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
-    image = _symbolic_batch((_TRACE_BATCH, 3, image_size, image_size), torch.float32, mode)
-    target = mode.from_tensor(torch.zeros(_TRACE_BATCH, dtype=torch.int64),
+    image = _symbolic_batch((TRACE_BATCH, 3, image_size, image_size), torch.float32, mode)
+    target = mode.from_tensor(torch.zeros(TRACE_BATCH, dtype=torch.int64),
                               symbolic_context=StatelessSymbolicContext(
                                   dynamic_sizes=[DimDynamic.DYNAMIC]))
     torch._check(target.shape[0] == image.shape[0])
@@ -60,6 +61,33 @@ def _example_inputs(image_size: int):
 def trace_forward(model: torch.nn.Module, image_size: int) -> torch.fx.GraphModule:
     image, _ = _example_inputs(image_size)
     return make_fx(model, decomposition_table=forward_rewrites(), _allow_non_fake_inputs=True)(image)
+
+
+def drop_no_op_restrides(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Remove ``as_strided`` calls that keep every element in place (pooling restrides its 1x1 output to
+    the input's memory format). Their autograd formula writes through ``as_strided``, which ONNX lacks."""
+    for node in list(gm.graph.nodes):
+        if node.target not in (aten.as_strided.default, aten.as_strided_.default) or len(node.args) > 3:
+            continue
+        source = node.args[0].meta["val"]
+        size, stride = ([_value(v) for v in node.args[i]] for i in (1, 2))
+        same_shape = len(size) == source.dim() and all(_known_equal(a, b) for a, b in zip(size, source.shape))
+        # A stride only matters along a dimension longer than 1.
+        same_strides = all(_known_equal(n, 1) or _known_equal(a, b) for n, a, b in zip(size, source.stride(), stride))
+        if same_shape and same_strides and source.storage_offset() == 0:
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+
+def _known_equal(a, b) -> bool:
+    return statically_known_true(a == b)
+
+
+def _value(arg):
+    """A node argument as the (possibly symbolic) value it had while tracing."""
+    return arg.meta["val"] if isinstance(arg, torch.fx.Node) else arg
 
 
 def _eval_batch_norm_args(node: torch.fx.Node):
@@ -111,7 +139,7 @@ def _constant(gm: torch.fx.GraphModule, value: torch.Tensor, name: str) -> torch
 
 def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool = True) -> torch.fx.GraphModule:
     """The joint forward + input-gradient + saliency graph of ``model`` for square inputs of ``image_size``."""
-    forward = trace_forward(model, image_size)
+    forward = drop_no_op_restrides(trace_forward(model, image_size))
     if fold_bn:
         forward = fold_batch_norms(forward)
     image, target = _example_inputs(image_size)
@@ -127,3 +155,11 @@ def _check_no_backward_ops(gm: torch.fx.GraphModule) -> None:
     left = sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function" and "backward" in str(n.target)})
     if left:
         raise NotImplementedError(f"no forward-op rewrite for {', '.join(left)}")
+
+
+def exported_program(graph: torch.fx.GraphModule, size: list[int]) -> torch.export.ExportedProgram:
+    """The graph as a torch.export program with a dynamic batch (shared by the ONNX and AOTI writers)."""
+    image = torch.zeros(TRACE_BATCH, 3, *size)
+    target = torch.full((TRACE_BATCH,), -1, dtype=torch.int64)
+    batch = torch.export.Dim("N", min=1, max=65536)
+    return torch.export.export(graph, (image, target), dynamic_shapes=({0: batch}, {0: batch}))

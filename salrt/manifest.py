@@ -31,7 +31,8 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(spec: ClassifierSpec, directory: Path, formats: list[str], extra: dict) -> dict:
+def describe(spec: ClassifierSpec) -> dict:
+    """Everything the manifest says about a model, before any file exists."""
     size = spec.preprocessing.crop
     return {
         "format_version": FORMAT_VERSION,
@@ -43,10 +44,15 @@ def build_manifest(spec: ClassifierSpec, directory: Path, formats: list[str], ex
         "preprocessing": dataclasses.asdict(spec.preprocessing),
         "inputs": INPUTS,
         "outputs": OUTPUTS,
-        "files": {fmt: {"file": FILES[fmt], "sha256": sha256(directory / FILES[fmt]),
-                        "bytes": (directory / FILES[fmt]).stat().st_size, **extra.get(fmt, {})} for fmt in formats},
         "categories": spec.categories,
     }
+
+
+def with_files(description: dict, directory: Path, details: dict) -> dict:
+    """The manifest: the description plus each written format's file, size and sha256."""
+    files = {fmt: {"file": FILES[fmt], "sha256": sha256(directory / FILES[fmt]),
+                   "bytes": (directory / FILES[fmt]).stat().st_size, **extra} for fmt, extra in details.items()}
+    return {**description, "files": files}
 
 
 def read_manifest(directory: Path) -> dict:

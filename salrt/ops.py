@@ -70,17 +70,17 @@ def abs_channel_max_normalize(
             are read in place), on CPU or CUDA.
         mode: ``"minmax"``: ``(m - min) / (max - min)`` per image; ``"max"``: ``m / max``;
             ``"none"``: ``m`` itself (float output only).
-        eps: an image whose denominator (``max - min``, or ``max``) is ``<= eps`` maps to all zeros.
+        eps: an image whose denominator (``max - min``, or ``max``) is ``<= eps * max`` counts as
+            constant and maps to all zeros (relative, so the map does not depend on the gradient's scale).
         out_dtype: ``torch.float32``, or ``torch.uint8`` for ``round(255 * map)`` (half to even).
 
     Returns:
         A contiguous ``[N, H, W]`` tensor of ``out_dtype`` on ``grad``'s device. Not differentiable: the
         output never requires grad.
 
-    Special values follow IEEE arithmetic, exactly like the torch op chain: a NaN anywhere in an image
-    makes that image's whole normalised map NaN (with ``mode="none"``, only the pixels whose channels
-    hold a NaN); an image whose max is Inf maps finite pixels to 0 and Inf pixels to NaN. In uint8 output
-    NaN becomes 0. Results are identical on CPU and CUDA.
+    Non-finite gradients are reported, not hidden: a NaN or Inf anywhere in an image makes that image's
+    whole normalised map NaN (with ``mode="none"``, the map keeps the NaN/Inf pixels as they are). In
+    uint8 output NaN becomes 0. Results are identical on CPU and CUDA.
     """
     _check(grad, mode, out_dtype)
     if not HAS_EXTENSION:
@@ -106,8 +106,9 @@ def reference_abs_channel_max_normalize(
     hi = m.amax(dim=(1, 2), keepdim=True)
     lo = m.amin(dim=(1, 2), keepdim=True) if mode == "minmax" else torch.zeros_like(hi)
     rng = hi - lo
-    degenerate = (rng <= eps) | (rng < _FLOAT_MIN)
+    degenerate = (rng <= eps * hi) | (rng < _FLOAT_MIN)
     out = torch.where(degenerate, torch.zeros_like(m), (m - lo) / rng)
+    out = torch.where(hi.isfinite(), out, float("nan"))
     if out_dtype == torch.uint8:
         # NaN -> 0, like the kernels; torch.round rounds half to even.
         return torch.round(torch.nan_to_num(out * 255, nan=0.0).clamp(0, 255)).to(torch.uint8)

@@ -16,7 +16,8 @@ from .manifest import preprocessing_of, read_manifest, verified_file
 from .models import Preprocessing, available_models, load_model
 
 Run = Callable[[torch.Tensor, torch.Tensor], tuple]
-ARTIFACT_BACKENDS = ("torchscript",)  # fastest first: "auto" takes the first one an artifact has
+ARTIFACT_BACKENDS = ("aoti", "torchscript", "onnxruntime")  # fastest first: "auto" takes the first it has
+FORMAT_OF = {"torchscript": "torchscript", "onnxruntime": "onnx", "aoti": "aoti"}
 BACKENDS = ("auto", "eager", *ARTIFACT_BACKENDS)
 
 
@@ -113,6 +114,44 @@ def _torchscript_run(path: Path, device: torch.device) -> Run:
     return run
 
 
+def _onnxruntime_run(path: Path, device: torch.device) -> Run:
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = torch.get_num_threads()
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise SalrtError("backend 'onnxruntime' on CUDA needs onnxruntime-gpu: pip install 'salrt[gpu]'")
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable models
+        raise SalrtError(f"onnxruntime cannot load {path}: {err}") from None
+
+    def run(image: torch.Tensor, target: torch.Tensor):
+        outputs = session.run(None, {"image": image.cpu().numpy(), "target": target.cpu().numpy()})
+        return tuple(torch.from_numpy(output).to(device) for output in outputs)
+    return run
+
+
+def _aoti_run(path: Path, device: torch.device) -> Run:
+    if device.type != "cpu":
+        raise SalrtError("model.pt2 is compiled for the CPU; use backend 'torchscript' on CUDA")
+    try:
+        compiled = torch._inductor.aoti_load_package(str(path))
+    except Exception as err:  # a package from another torch or machine fails to load in many ways
+        raise SalrtError(f"cannot load {path} (compiled by another torch or for another CPU?): {err}") from None
+
+    def run(image: torch.Tensor, target: torch.Tensor):
+        with torch.no_grad():
+            return tuple(compiled(image, target))
+    return run
+
+
+_ARTIFACT_RUNS = {"torchscript": _torchscript_run, "onnxruntime": _onnxruntime_run, "aoti": _aoti_run}
+
+
 def _device(device: Union[str, torch.device]) -> torch.device:
     try:
         device = torch.device(device)
@@ -149,9 +188,9 @@ def load(path_or_model: Union[str, Path], backend: str = "auto", device: Union[s
 def _load_artifact(directory: Path, backend: str, device: torch.device) -> Explainer:
     manifest = read_manifest(directory)
     if backend == "auto":
-        backend = next((b for b in ARTIFACT_BACKENDS if b in manifest["files"]), "eager")
+        backend = next((b for b in ARTIFACT_BACKENDS if FORMAT_OF[b] in manifest["files"]), "eager")
     if backend == "eager":
         run = _eager_run(load_model(manifest["model"], manifest["weights"]).module, device)
     else:
-        run = _torchscript_run(verified_file(directory, manifest, backend), device)
+        run = _ARTIFACT_RUNS[backend](verified_file(directory, manifest, FORMAT_OF[backend]), device)
     return Explainer(run, backend, manifest["model"], preprocessing_of(manifest), manifest["categories"], device)

@@ -7,10 +7,18 @@ EPS = 1e-12
 
 
 def normalize_saliency(channel_max: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Min-max normalize each [H, W] map of a [N, H, W] batch to [0, 1]; a constant map becomes zeros."""
+    """Min-max normalize each [H, W] map of a [N, H, W] batch to [0, 1].
+
+    The rule of ``salrt.ops.abs_channel_max_normalize``: a map whose range is at most ``eps`` times its
+    maximum counts as constant and becomes zeros (relative, because gradient scales vary by orders of
+    magnitude: 1e-16 in a randomly initialised EfficientNet-B0); a non-finite maximum makes the map NaN.
+    """
     low = channel_max.amin((-2, -1), keepdim=True)
-    span = channel_max.amax((-2, -1), keepdim=True) - low
-    return torch.where(span > eps, (channel_max - low) / span.clamp_min(eps), torch.zeros_like(channel_max))
+    high = channel_max.amax((-2, -1), keepdim=True)
+    span = high - low
+    normalized = torch.where(span > eps * high, (channel_max - low) / torch.where(span > 0, span, 1), 0.0)
+    return normalized + (high - high)  # + 0 for a finite max, NaN for Inf or NaN (and no NaN literal,
+    # which TorchScript cannot compile)
 
 
 def saliency_from_grad(grad: torch.Tensor, eps: float = EPS) -> torch.Tensor:

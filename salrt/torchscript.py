@@ -35,3 +35,8 @@ def to_torchscript(gm: torch.fx.GraphModule) -> torch.jit.ScriptModule:
         warnings.filterwarnings("ignore", category=UserWarning, message=".*instance-level annotations.*")
         scripted = torch.jit.script(_scriptable(gm))
         return torch.jit.freeze(scripted.eval())
+
+
+def write_torchscript(graph: torch.fx.GraphModule, path, description: dict) -> dict:
+    to_torchscript(graph).save(str(path))
+    return {"loads_with": "torch.jit.load (torch only)"}

@@ -79,10 +79,10 @@ def exported(tmp_path_factory):
     import salrt
     cache = {}
 
-    def get(name: str, weights: str = "random", formats=("torchscript",)):
-        key = (name, weights, tuple(formats))
+    def get(name: str, weights: str = "random", formats=("torchscript",), image_size=None):
+        key = (name, weights, tuple(formats), image_size)
         if key not in cache:
             cache[key] = salrt.export(name, tmp_path_factory.mktemp(name) / "artifact", formats=formats,
-                                      weights=weights)
+                                      weights=weights, image_size=image_size)
         return cache[key]
     return get

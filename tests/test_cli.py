@@ -92,7 +92,7 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     import importlib
     export_module = importlib.import_module("salrt.export")  # the module, not the function salrt.export
 
-    def broken(graph, path):
+    def broken(graph, path, description):
         path.write_bytes(b"half")
         raise RuntimeError("disk full")
     monkeypatch.setitem(export_module.WRITERS, "torchscript", broken)

@@ -57,7 +57,7 @@ def test_avg_pool(kernel, stride, padding):
     check(lambda x: F.avg_pool2d(x, kernel, stride, padding), (2, 4, 9, 10))
 
 
-@pytest.mark.parametrize("output_size,size", [(1, 7), (7, 7), (2, 8)])
+@pytest.mark.parametrize("output_size,size", [(1, 7), (7, 7), (2, 8), (3, 7), (7, 4), ((2, 5), 9)])
 def test_adaptive_avg_pool(output_size, size):
     check(lambda x: F.adaptive_avg_pool2d(x, output_size), (2, 3, size, size))
 

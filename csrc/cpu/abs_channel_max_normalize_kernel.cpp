@@ -53,7 +53,8 @@ void run(const at::Tensor& grad, Mode mode, double eps, at::Tensor& out) {
   const auto channel_max_row = pick_channel_max_row<T>({geo.channels, geo.channel_stride, geo.col_stride});
   const auto normalize_row = pick_normalize_row<Out>();
   const auto normalize = [&](const float* map, int64_t n, int64_t begin, int64_t end, Affine a) {
-    if (!(kInPlace && mode == Mode::None)) normalize_row(map + begin, dst + n * pixels + begin, end - begin, a);
+    if (kInPlace && mode == Mode::None) return;  // the raw channel max is the result
+    normalize_row(map + begin, dst + n * pixels + begin, end - begin, a);
   };
 
   const int64_t spans = spans_per_image(n_images, pixels);
@@ -81,6 +82,7 @@ void run(const at::Tensor& grad, Mode mode, double eps, at::Tensor& out) {
                                         maps + n * pixels);
     }
   });
+  if (kInPlace && mode == Mode::None) return;  // the raw channel max is the result
   std::vector<Affine> affines(n_images);
   for (int64_t n = 0; n < n_images; ++n) {
     BitsRange r;
