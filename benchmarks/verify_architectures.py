@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import re
+import sys
 import tempfile
 import time
 import traceback
@@ -89,6 +90,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-params", type=float, default=100, help="skip models above this many million params")
     args = parser.parse_args(argv)
     names = args.models or available_models()
+    command = "python benchmarks/verify_architectures.py " + " ".join(argv if argv is not None else sys.argv[1:])
     rows = []
     for name in tqdm(names, desc="architectures"):
         params = sum(p.numel() for p in load_model(name, "random").module.parameters()) / 1e6 \
@@ -103,7 +105,7 @@ def main(argv=None) -> None:
             rows.append({"model": name, "error": f"{type(err).__name__}: {message}".replace("|", "/")})
             traceback.print_exc()
         tqdm.write(str(rows[-1]))
-    write_reports(rows, "python benchmarks/verify_architectures.py" + (" " + " ".join(args.models) if args.models else ""))
+        write_reports(rows, command)  # after every model: a long run that is stopped still leaves its table
 
 
 if __name__ == "__main__":

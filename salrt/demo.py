@@ -9,6 +9,7 @@ from PIL import Image
 from .errors import SalrtError
 from .explain import explain_files
 from .export import export
+from .render import contact_sheet
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
@@ -39,15 +40,24 @@ def _say(message: str) -> None:
     print(f"  {message}")
 
 
+def _summary(maps: Path, photos: list[Path], path: Path) -> None:
+    """One picture per model: each photo's saliency heatmap and overlay side by side."""
+    rows = [[Image.open(maps / f"{photo.stem}_{kind}.png") for kind in ("saliency", "overlay")] for photo in photos]
+    contact_sheet(rows).save(path)
+
+
 def main(out: Path) -> None:
     photos = write_photos(out / "photos")
     print("efficientnet_lite0 (ImageNet-pretrained, shipped on PyPI):")
-    artifact = export("efficientnet_lite0", out / "efficientnet_lite0", progress=_say)
-    explain_files(str(artifact), photos, out / "efficientnet_lite0-maps")
+    artifacts = [export("efficientnet_lite0", out / "efficientnet_lite0", progress=_say)]
     print("resnet50:")
-    artifact = _export_resnet50(out)
-    explain_files(str(artifact), photos, out / f"{artifact.name}-maps")
-    print(f"heatmaps and overlays are in {out}/*-maps/")
+    artifacts.append(_export_resnet50(out))
+    for artifact in artifacts:
+        print(f"{artifact.name}:")
+        maps = out / f"{artifact.name}-maps"
+        explain_files(str(artifact), photos, maps)
+        _summary(maps, photos, out / f"{artifact.name}-summary.png")
+    print(f"heatmaps and overlays: {out}/*-maps/; one picture per model: {out}/*-summary.png")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,36 @@ def fold_batch_norms(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
+def direct_input_gradient_convolutions(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Rewrite stride-1 transposed convolutions with constant weights as ordinary convolutions.
+
+    The input gradient of a stride-1 convolution is a convolution with the kernel flipped and its in/out
+    channels swapped. Ordinary convolutions have far better kernels (oneDNN, ONNX Runtime, Inductor) than
+    transposed ones; in ResNet-50 this covers every 1x1 and 3x3 stride-1 layer.
+    """
+    for conv in gm.graph.nodes:
+        if conv.target is not aten.convolution.default:
+            continue
+        x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = conv.args
+        if not transposed or any(s != 1 for s in stride) or any(output_padding) or weight.op != "get_attr":
+            continue
+        w = getattr(gm, weight.target)
+        kernel = w.shape[2:]
+        direct_padding = [d * (k - 1) - p for d, k, p in zip(dilation, kernel, padding)]
+        if any(p < 0 for p in direct_padding):
+            continue
+        # [in, out/groups, k...] -> [out, in/groups, k...], per group, spatially flipped.
+        in_per_group, out_per_group = w.shape[0] // groups, w.shape[1]
+        direct = (w.reshape(groups, in_per_group, out_per_group, *kernel).transpose(1, 2)
+                  .reshape(groups * out_per_group, in_per_group, *kernel).flip(list(range(2, w.dim()))))
+        with gm.graph.inserting_before(conv):
+            conv.args = (x, _constant(gm, direct, f"{conv.name}_direct_weight"), bias, stride, direct_padding,
+                         dilation, False, [0] * len(stride), groups)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
 def _constant(gm: torch.fx.GraphModule, value: torch.Tensor, name: str) -> torch.fx.Node:
     gm.register_buffer(name, value.detach().contiguous())
     return gm.graph.get_attr(name)
@@ -146,9 +176,7 @@ def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool 
     joint = make_fx(lambda i, t: saliency_outputs(forward, i, t), decomposition_table=backward_as_forward_ops(),
                     _allow_non_fake_inputs=True)(image, target)
     _check_no_backward_ops(joint)
-    joint.graph.eliminate_dead_code()
-    joint.recompile()
-    return joint
+    return direct_input_gradient_convolutions(joint)
 
 
 def _check_no_backward_ops(gm: torch.fx.GraphModule) -> None:

@@ -32,3 +32,18 @@ def overlay(image: Image.Image, saliency: torch.Tensor) -> Image.Image:
     photo = np.asarray(image.convert("RGB").resize(saliency.shape[::-1]), dtype=np.float32)
     heat = np.asarray(heatmap(saliency), dtype=np.float32)
     return Image.fromarray((photo * (1 - weight) + heat * weight).round().astype(np.uint8))
+
+
+def contact_sheet(rows: list[list[Image.Image]], gap: int = 4) -> Image.Image:
+    """Images laid out in a grid, one list per row, on white."""
+    width = max(sum(image.width for image in row) + gap * (len(row) - 1) for row in rows)
+    height = sum(max(image.height for image in row) for row in rows) + gap * (len(rows) - 1)
+    sheet = Image.new("RGB", (width, height), "white")
+    y = 0
+    for row in rows:
+        x = 0
+        for image in row:
+            sheet.paste(image, (x, y))
+            x += image.width + gap
+        y += max(image.height for image in row) + gap
+    return sheet

@@ -16,8 +16,12 @@ from .manifest import preprocessing_of, read_manifest, verified_file
 from .models import Preprocessing, available_models, load_model
 
 Run = Callable[[torch.Tensor, torch.Tensor], tuple]
-ARTIFACT_BACKENDS = ("aoti", "torchscript", "onnxruntime")  # fastest first: "auto" takes the first it has
+ARTIFACT_BACKENDS = ("onnxruntime", "aoti", "torchscript")
 FORMAT_OF = {"torchscript": "torchscript", "onnxruntime": "onnx", "aoti": "aoti"}
+# What "auto" takes, fastest first, per device. Measured on ResNet-50, 2 CPU threads (benchmarks/bench_e2e.py):
+# onnxruntime is fastest at N=1 and second at N=8, aoti fastest at N=8 and slowest at N=1, torchscript
+# between. On CUDA: aoti packages are compiled for the CPU; onnxruntime needs onnxruntime-gpu.
+AUTO_ORDER = {"cpu": ("onnxruntime", "aoti", "torchscript"), "cuda": ("torchscript", "onnxruntime")}
 BACKENDS = ("auto", "eager", *ARTIFACT_BACKENDS)
 
 
@@ -188,7 +192,7 @@ def load(path_or_model: Union[str, Path], backend: str = "auto", device: Union[s
 def _load_artifact(directory: Path, backend: str, device: torch.device) -> Explainer:
     manifest = read_manifest(directory)
     if backend == "auto":
-        backend = next((b for b in ARTIFACT_BACKENDS if FORMAT_OF[b] in manifest["files"]), "eager")
+        backend = next((b for b in AUTO_ORDER[device.type] if FORMAT_OF[b] in manifest["files"]), "eager")
     if backend == "eager":
         run = _eager_run(load_model(manifest["model"], manifest["weights"]).module, device)
     else:

@@ -20,7 +20,7 @@ def artifact(exported):
 
 def test_aoti_matches_float64_autograd(artifact, photo_batch):
     explainer = salrt.load(artifact)
-    assert explainer.backend == "aoti"  # auto prefers the compiled artifact on CPU
+    assert explainer.backend == "aoti"  # auto: no ONNX file here, and aoti beats TorchScript on CPU
     module = load_model("resnet18", "random").module
     image, target = photo_batch
     for n in (1, 3):

@@ -82,3 +82,18 @@ def test_pointwise(activation):
 def test_layer_norm():
     weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     check(lambda x: F.layer_norm(x, (6,), weight, bias), (2, 4, 5, 6))
+
+
+@pytest.mark.parametrize("kernel,padding,dilation,groups", [(1, 0, 1, 1), (3, 1, 1, 1), (3, 1, 1, 6), (5, 2, 1, 3),
+                                                            (3, 2, 2, 2), (7, 3, 1, 6)])
+def test_stride_one_input_gradients_become_direct_convolutions(kernel, padding, dilation, groups):
+    from salrt.graph import direct_input_gradient_convolutions
+    model = torch.nn.Sequential(torch.nn.Conv2d(6, 12, kernel, padding=padding, dilation=dilation, groups=groups),
+                                torch.nn.ReLU(), torch.nn.Conv2d(12, 4, 1)).double().requires_grad_(False)
+    traced = make_fx(lambda x, c: _input_grad(model, x, c), decomposition_table=backward_as_forward_ops())(
+        torch.randn(2, 6, 9, 11, dtype=torch.float64), torch.randn(2, 4, 9, 11, dtype=torch.float64))
+    direct = direct_input_gradient_convolutions(traced)
+    convs = [n for n in direct.graph.nodes if n.target is torch.ops.aten.convolution.default]
+    assert convs and not any(n.args[6] for n in convs), "a transposed convolution is left"
+    x, cotangent = torch.randn(2, 6, 9, 11, dtype=torch.float64), torch.randn(2, 4, 9, 11, dtype=torch.float64)
+    torch.testing.assert_close(direct(x, cotangent), _input_grad(model, x, cotangent))

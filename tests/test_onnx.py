@@ -91,6 +91,7 @@ def test_tampered_onnx_is_refused(exported, tmp_path):
 
 def test_auto_backend_and_cli_backend(exported, photo_files, tmp_path):
     artifact = exported("resnet18", formats=FORMATS)
+    assert salrt.load(artifact).backend == "onnxruntime"  # auto: the fastest on CPU at N=1
     result = subprocess.run([sys.executable, "-m", "salrt.cli", "explain", str(artifact), str(photo_files["coffee"]),
                              "--backend", "onnxruntime", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
