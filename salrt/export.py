@@ -1,6 +1,7 @@
 """``salrt.export``: write a model's saliency graph as artifacts plus a manifest, all or nothing."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -63,12 +64,14 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
     try:
         started = time.perf_counter()
         progress(f"tracing the saliency graph of {spec.name}")
-        graph = build_saliency_graph(spec.module, spec.preprocessing.crop)
+        with _explained(f"cannot build the saliency graph of {spec.name}"):
+            graph = build_saliency_graph(spec.module, spec.preprocessing.crop)
         description = describe(spec)
         details = {}
         for fmt in formats:
             progress(f"writing {FILES[fmt]}")
-            details[fmt] = WRITERS[fmt](graph, staging / FILES[fmt], description)
+            with _explained(f"cannot export {spec.name} to {fmt}"):
+                details[fmt] = WRITERS[fmt](graph, staging / FILES[fmt], description)
         manifest = with_files(description, staging, details)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -77,6 +80,19 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+@contextlib.contextmanager
+def _explained(what: str):
+    """Turn a tracer or exporter failure into one line naming the model, the format and the cause."""
+    try:
+        yield
+    except SalrtError:
+        raise
+    except Exception as err:
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        cause = next((line for line in lines if "aten." in line or "prims." in line), lines[0] if lines else "")
+        raise SalrtError(f"{what}: {type(err).__name__}: {cause.strip()[:300]}") from err
 
 
 def _resized(p: Preprocessing, size: int) -> Preprocessing:

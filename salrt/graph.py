@@ -2,8 +2,9 @@
 
 Stage 1 traces the model's forward pass into aten ops and folds eval-mode batch norms into the
 convolutions before them. Stage 2 traces autograd through that graph with every backward op written as
-forward ops (see ``decompositions``). The batch is symbolic in both stages, so the graph takes any N; the
-spatial size is fixed at export. Weights are graph constants that never require grad.
+forward ops (see ``decompositions``); stride-1 input-gradient convolutions then become ordinary ones. The
+batch is symbolic in both stages, so the graph takes any N; the spatial size is fixed at export. Weights
+are graph constants that never require grad.
 """
 from __future__ import annotations
 

@@ -16,13 +16,12 @@ from .manifest import preprocessing_of, read_manifest, verified_file
 from .models import Preprocessing, available_models, load_model
 
 Run = Callable[[torch.Tensor, torch.Tensor], tuple]
-ARTIFACT_BACKENDS = ("onnxruntime", "aoti", "torchscript")
-FORMAT_OF = {"torchscript": "torchscript", "onnxruntime": "onnx", "aoti": "aoti"}
-# What "auto" takes, fastest first, per device. Measured on ResNet-50, 2 CPU threads (benchmarks/bench_e2e.py):
-# onnxruntime is fastest at N=1 and second at N=8, aoti fastest at N=8 and slowest at N=1, torchscript
-# between. On CUDA: aoti packages are compiled for the CPU; onnxruntime needs onnxruntime-gpu.
+FORMAT_OF = {"onnxruntime": "onnx", "aoti": "aoti", "torchscript": "torchscript"}  # artifact backends
+BACKENDS = ("auto", "eager", *FORMAT_OF)
+# What "auto" takes, fastest first, per device. ResNet-50 on 2 CPU threads (benchmarks/bench_e2e.py):
+# onnxruntime 129 ms/img at N=1 (aoti 181, torchscript 163) and 130 at N=8 (aoti 96, torchscript 135), so
+# onnxruntime first for the low-latency case. aoti packages are compiled for the CPU.
 AUTO_ORDER = {"cpu": ("onnxruntime", "aoti", "torchscript"), "cuda": ("torchscript", "onnxruntime")}
-BACKENDS = ("auto", "eager", *ARTIFACT_BACKENDS)
 
 
 @dataclasses.dataclass
@@ -77,7 +76,8 @@ class Explainer:
     def _checked_batch(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.dim() == 3:
             batch = batch.unsqueeze(0)
-        if batch.dim() != 4 or tuple(batch.shape[1:]) != self.input_shape or batch.dtype != torch.float32:
+        if batch.dim() != 4 or tuple(batch.shape[1:]) != self.input_shape or batch.dtype != torch.float32 \
+                or batch.shape[0] == 0:
             raise SalrtError(f"{self.model} takes a float32 [N, {', '.join(map(str, self.input_shape))}] tensor, "
                              f"got {str(batch.dtype).replace('torch.', '')} {list(batch.shape)}")
         return batch

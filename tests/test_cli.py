@@ -96,7 +96,7 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
         path.write_bytes(b"half")
         raise RuntimeError("disk full")
     monkeypatch.setitem(export_module.WRITERS, "torchscript", broken)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(SalrtError, match="cannot export resnet18 to torchscript: RuntimeError: disk full"):
         salrt.export("resnet18", tmp_path / "out", weights="random")
     assert list(tmp_path.iterdir()) == []
 
@@ -135,3 +135,12 @@ def test_wrong_tensor_shape_and_targets(exported):
 def test_cuda_without_gpu_is_a_clear_error(exported):
     with pytest.raises(SalrtError, match="no CUDA GPU"):
         salrt.load(exported("resnet18"), device="cuda")
+
+
+def test_unsupported_op_names_the_model_and_op(tmp_path, monkeypatch):
+    from salrt import decompositions
+    monkeypatch.setattr(decompositions, "_CUSTOM", {k: v for k, v in decompositions._CUSTOM.items()
+                                                    if "max_pool2d" not in str(k)})
+    with pytest.raises(SalrtError, match=r"cannot build the saliency graph of resnet18: .*max_pool2d_with_indices_backward"):
+        salrt.export("resnet18", tmp_path / "out", weights="random")
+    assert not (tmp_path / "out").exists()
