@@ -22,6 +22,8 @@ BACKENDS = ("auto", "eager", *FORMAT_OF)
 # onnxruntime 129 ms/img at N=1 (aoti 181, torchscript 163) and 130 at N=8 (aoti 96, torchscript 135), so
 # onnxruntime first for the low-latency case. aoti packages are compiled for the CPU.
 AUTO_ORDER = {"cpu": ("onnxruntime", "aoti", "torchscript"), "cuda": ("torchscript", "onnxruntime")}
+# With both on CPU, "auto" routes each call by its batch size, between the measured N=1 and N=8.
+LARGE_BATCH = 4
 
 
 @dataclasses.dataclass
@@ -189,8 +191,25 @@ def load(path_or_model: Union[str, Path], backend: str = "auto", device: Union[s
     raise SalrtError(f"{path_or_model} is neither an artifact directory nor a known model name")
 
 
+def _by_batch_size(small: Callable[[], Run], large: Callable[[], Run]) -> Run:
+    """Run batches below LARGE_BATCH with one backend and the rest with another, each loaded on first use."""
+    loaded: dict[bool, Run] = {}
+
+    def run(image: torch.Tensor, target: torch.Tensor):
+        is_large = image.shape[0] >= LARGE_BATCH
+        if is_large not in loaded:
+            loaded[is_large] = (large if is_large else small)()
+        return loaded[is_large](image, target)
+    return run
+
+
 def _load_artifact(directory: Path, backend: str, device: torch.device) -> Explainer:
     manifest = read_manifest(directory)
+    if backend == "auto" and device.type == "cpu" and {"onnx", "aoti"} <= set(manifest["files"]):
+        onnx_file, aoti_file = (verified_file(directory, manifest, fmt) for fmt in ("onnx", "aoti"))
+        run = _by_batch_size(lambda: _onnxruntime_run(onnx_file, device), lambda: _aoti_run(aoti_file, device))
+        return Explainer(run, f"auto (onnxruntime for N < {LARGE_BATCH}, else aoti)", manifest["model"],
+                         preprocessing_of(manifest), manifest["categories"], device)
     if backend == "auto":
         backend = next((b for b in AUTO_ORDER[device.type] if FORMAT_OF[b] in manifest["files"]), "eager")
     if backend == "eager":

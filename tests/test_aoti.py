@@ -10,7 +10,7 @@ from salrt.models import load_model
 
 from conftest import assert_matches_reference, relative_l2
 
-FORMATS = ("aoti", "torchscript")
+FORMATS = ("aoti", "onnx", "torchscript")
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,7 @@ def artifact(exported):
 
 
 def test_aoti_matches_float64_autograd(artifact, photo_batch):
-    explainer = salrt.load(artifact)
-    assert explainer.backend == "aoti"  # auto: no ONNX file here, and aoti beats TorchScript on CPU
+    explainer = salrt.load(artifact, backend="aoti")
     module = load_model("resnet18", "random").module
     image, target = photo_batch
     for n in (1, 3):
@@ -45,3 +44,13 @@ assert "salrt" not in sys.modules
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
     expected = salrt.load(artifact, backend="aoti").explain(image, target=target).saliency
     torch.testing.assert_close(torch.load(tmp_path / "saliency.pt"), expected)
+
+
+def test_auto_routes_small_batches_to_onnxruntime_and_large_ones_to_aoti(artifact, random_inputs):
+    from salrt.runtime import LARGE_BATCH
+    auto = salrt.load(artifact)
+    assert auto.backend.startswith("auto (onnxruntime")
+    image = torch.cat([random_inputs[0]] * 2)[:LARGE_BATCH]
+    for n, backend in ((1, "onnxruntime"), (LARGE_BATCH, "aoti")):
+        expected = salrt.load(artifact, backend=backend).explain(image[:n])
+        torch.testing.assert_close(auto.explain(image[:n]).grad, expected.grad)
