@@ -113,8 +113,11 @@ def _with_size(shape, dim: int, size: int) -> list:
 
 
 def forward_rewrites() -> dict:
-    """Forward ops whose aten kernels would specialize the symbolic batch, written with shape-generic ops."""
-    return {aten.constant_pad_nd.default: constant_pad_nd}
+    """Forward ops written with plainer ones: constant padding (aten's kernel specializes the symbolic batch)
+    and fused CPU attention (whose backward has no forward-op form; the math form's has)."""
+    rewrites = get_decompositions([aten._scaled_dot_product_flash_attention_for_cpu])  # as matmul + softmax
+    rewrites[aten.constant_pad_nd.default] = constant_pad_nd
+    return rewrites
 
 
 _CUSTOM = {

@@ -59,9 +59,34 @@ def _example_inputs(image_size: int):
     return image, target
 
 
+def _trace(module: torch.nn.Module, fn, inputs: tuple, decompositions: dict) -> torch.fx.GraphModule:
+    """``make_fx`` of ``fn(*inputs)`` with ``module``'s parameters and buffers as graph constants.
+
+    The weights go in as fake tensors, then become constants of the traced graph. Traced as real
+    tensors instead, an op on weights alone (ViT expands its class token to the batch size) would run
+    eagerly and could not take the symbolic batch size.
+    """
+    state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    mode = inputs[0].fake_mode
+    names = list(state)
+
+    def with_state(*args):
+        return fn(dict(zip(names, args[len(inputs):])), *args[:len(inputs)])
+    fake_state = [mode.from_tensor(state[name]) for name in names]
+    gm = make_fx(with_state, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs, *fake_state)
+    placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"][len(inputs):]
+    for node, name in zip(placeholders, names):
+        with gm.graph.inserting_before(node):
+            node.replace_all_uses_with(_constant(gm, state[name], name.replace(".", "_")))
+        gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+
 def trace_forward(model: torch.nn.Module, image_size: int) -> torch.fx.GraphModule:
     image, _ = _example_inputs(image_size)
-    return make_fx(model, decomposition_table=forward_rewrites(), _allow_non_fake_inputs=True)(image)
+    return _trace(model, lambda state, x: torch.func.functional_call(model, state, (x,)), (image,),
+                  forward_rewrites())
 
 
 def drop_no_op_restrides(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -174,8 +199,10 @@ def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool 
     if fold_bn:
         forward = fold_batch_norms(forward)
     image, target = _example_inputs(image_size)
-    joint = make_fx(lambda i, t: saliency_outputs(forward, i, t), decomposition_table=backward_as_forward_ops(),
-                    _allow_non_fake_inputs=True)(image, target)
+
+    def joint_of(state, i, t):
+        return saliency_outputs(lambda x: torch.func.functional_call(forward, state, (x,)), i, t)
+    joint = _trace(forward, joint_of, (image, target), backward_as_forward_ops())
     _check_no_backward_ops(joint)
     return direct_input_gradient_convolutions(joint)
 

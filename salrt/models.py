@@ -81,6 +81,16 @@ def _load_state_dict(module: torch.nn.Module, path: str, name: str) -> None:
         raise SalrtError(f"{path} is not a state dict for {name}: {str(err).splitlines()[0]}") from None
 
 
+def _informative(module: torch.nn.Module) -> torch.nn.Module:
+    """Give weight matrices that torchvision initialises to zero (ViT's head) small random values: with a
+    zero head every logit is constant and every input gradient zero, which tests and demos cannot use."""
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if parameter.dim() >= 2 and not parameter.any():
+                torch.nn.init.normal_(parameter, std=0.02)
+    return module
+
+
 def _torchvision(name: str, weights: str) -> ClassifierSpec:
     default = get_model_weights(name).DEFAULT
     if weights == "default":
@@ -92,7 +102,7 @@ def _torchvision(name: str, weights: str) -> ClassifierSpec:
                 f"cannot get torchvision's pretrained weights for {name} ({err}); offline, put {default.url} at "
                 f"{cache}, or use --weights random or --weights PATH_TO_STATE_DICT") from None
     else:
-        module = _seeded(lambda: get_model(name, weights=None))
+        module = _seeded(lambda: _informative(get_model(name, weights=None)))
         if weights != "random":
             _load_state_dict(module, weights, name)
     transform = default.transforms()
