@@ -74,14 +74,16 @@ def explain(source, images, target, out_dir, backend, device, weights, batch_siz
 @click.option("--quick", is_flag=True, help="N=1 only, 5 rounds, no aoti (which compiles for minutes)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="PNG bar chart")
-def bench(model, batch, backends, weights, rounds, device, quick, json_path, plot_path):
+@click.option("--cache", type=click.Path(path_type=Path), default=Path(".salrt-bench"), show_default=True,
+              help="exported artifacts are kept here and reused by later runs")
+def bench(model, batch, backends, weights, rounds, device, quick, json_path, plot_path, cache):
     """Time MODEL's saliency on every backend against the naive eager recipe."""
     from . import bench as benchmarks
     backends = [b.strip() for b in backends.split(",") if b.strip()]
     batches = [int(n) for n in batch.split(",")]
     if quick:
         batches, rounds, backends = [1], 5, [b for b in backends if b != "aoti"]
-    report = benchmarks.benchmark(model, batches, backends, weights=weights, rounds=rounds, say=_say)
+    report = benchmarks.benchmark(model, batches, backends, weights=weights, rounds=rounds, cache=cache, say=_say)
     click.echo(benchmarks.table(report))
     benchmarks.save(report, json_path, plot_path)
 
