@@ -23,7 +23,6 @@ from .export import export
 from .models import ClassifierSpec, load_model
 from .runtime import load
 
-REFERENCE_BACKENDS = ("seed", "forward")
 SALRT_BACKENDS = ("eager", "torchscript", "onnxruntime", "aoti")
 FORMAT_FOR = {"torchscript": "torchscript", "onnxruntime": "onnx", "aoti": "aoti"}
 

@@ -52,9 +52,7 @@ def _example_inputs(image_size: int):
     """Fake inputs whose batch is one shared symbol; image and target must agree on N."""
     mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
     image = _symbolic_batch((TRACE_BATCH, 3, image_size, image_size), torch.float32, mode)
-    target = mode.from_tensor(torch.zeros(TRACE_BATCH, dtype=torch.int64),
-                              symbolic_context=StatelessSymbolicContext(
-                                  dynamic_sizes=[DimDynamic.DYNAMIC]))
+    target = _symbolic_batch((TRACE_BATCH,), torch.int64, mode)
     torch._check(target.shape[0] == image.shape[0])
     return image, target
 
