@@ -89,10 +89,11 @@ def benchmark(model_name: str, batches=(1, 8), backends=SALRT_BACKENDS, weights:
     runs, first_call_ms, rss_added = {}, {}, {}
     inputs = {n: torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n)) for n in batches}
     reference_model = load_model(model_name, weights).module  # a separate copy: seed makes it trainable
-    candidates = {"seed": lambda: seed_recipe(reference_model), "forward": lambda: forward_only(spec.module)}
-    for backend in backends:
-        candidates[backend] = (lambda b=backend: (lambda x, e=load(artifact if b != "eager" else model_name,
-                                                                     backend=b, weights=weights): e.explain(x)))
+    def salrt_backend(backend: str) -> Callable[[], Callable[[torch.Tensor], object]]:
+        return lambda: load(model_name if backend == "eager" else artifact, backend=backend, weights=weights).explain
+
+    candidates = {"seed": lambda: seed_recipe(reference_model), "forward": lambda: forward_only(spec.module),
+                  **{backend: salrt_backend(backend) for backend in backends}}
     for name, make in candidates.items():
         before = _rss_mb()
         run = make()

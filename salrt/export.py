@@ -51,8 +51,9 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
     """Export ``model``'s saliency graph to ``out_dir`` (model.pt, ..., manifest.json) and return it.
 
     ``image_size`` overrides the model's crop size (the resize keeps its ratio to the crop): the graph's
-    H and W are fixed at export. The directory appears complete or not at all: files are written to a temporary sibling and moved in
-    place at the end. An existing salrt artifact directory is replaced; any other existing path is an error.
+    H and W are fixed at export. The directory appears complete or not at all: files are written to a
+    temporary sibling and moved in place at the end. An existing salrt artifact directory is replaced; any
+    other existing path is an error.
     """
     formats = parse_formats(formats)
     out_dir = Path(out_dir)

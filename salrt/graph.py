@@ -58,19 +58,19 @@ def _example_inputs(image_size: int):
 
 
 def _trace(module: torch.nn.Module, fn, inputs: tuple, decompositions: dict) -> torch.fx.GraphModule:
-    """``make_fx`` of ``fn(*inputs)`` with ``module``'s parameters and buffers as graph constants.
+    """``make_fx`` of ``fn(module_forward, *inputs)`` with ``module``'s parameters and buffers as constants.
 
     The weights go in as fake tensors, then become constants of the traced graph. Traced as real
     tensors instead, an op on weights alone (ViT expands its class token to the batch size) would run
     eagerly and could not take the symbolic batch size.
     """
     state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    mode = inputs[0].fake_mode
     names = list(state)
 
     def with_state(*args):
-        return fn(dict(zip(names, args[len(inputs):])), *args[:len(inputs)])
-    fake_state = [mode.from_tensor(state[name]) for name in names]
+        weights = dict(zip(names, args[len(inputs):]))
+        return fn(lambda x: torch.func.functional_call(module, weights, (x,)), *args[:len(inputs)])
+    fake_state = [inputs[0].fake_mode.from_tensor(state[name]) for name in names]
     gm = make_fx(with_state, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs, *fake_state)
     placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"][len(inputs):]
     for node, name in zip(placeholders, names):
@@ -83,8 +83,7 @@ def _trace(module: torch.nn.Module, fn, inputs: tuple, decompositions: dict) -> 
 
 def trace_forward(model: torch.nn.Module, image_size: int) -> torch.fx.GraphModule:
     image, _ = _example_inputs(image_size)
-    return _trace(model, lambda state, x: torch.func.functional_call(model, state, (x,)), (image,),
-                  forward_rewrites())
+    return _trace(model, lambda forward, x: forward(x), (image,), forward_rewrites())
 
 
 def drop_no_op_restrides(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -197,10 +196,7 @@ def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool 
     if fold_bn:
         forward = fold_batch_norms(forward)
     image, target = _example_inputs(image_size)
-
-    def joint_of(state, i, t):
-        return saliency_outputs(lambda x: torch.func.functional_call(forward, state, (x,)), i, t)
-    joint = _trace(forward, joint_of, (image, target), backward_as_forward_ops())
+    joint = _trace(forward, saliency_outputs, (image, target), backward_as_forward_ops())
     _check_no_backward_ops(joint)
     return direct_input_gradient_convolutions(joint)
 
