@@ -27,6 +27,9 @@ except ImportError:
     )
 
 CSRC = "csrc"  # relative: setuptools wants source paths relative to setup.py
+# The module init (csrc/ops.cpp) uses only CPython's stable ABI and no pybind11, so one wheel serves every
+# CPython >= 3.10 (tagged abi3, like pytorch/extension-cpp); it is still tied to the torch it was built with.
+PY_LIMITED_API = "cp310"
 
 
 def _want_cuda() -> bool:
@@ -45,11 +48,11 @@ def _extension():
     sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")) + glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
     # -g0: no debug info (12 MB -> 0.5 MB). -fopenmp: otherwise at::parallel_for runs on one thread.
     # No -ffast-math: the kernels rely on IEEE NaN/Inf semantics and exact float rounding.
-    cxx = ["-O3", "-g0", "-fopenmp"]
+    cxx = ["-O3", "-g0", "-fopenmp", "-DPy_LIMITED_API=0x030A0000"]
     link = ["-fopenmp"]
     if not _want_cuda():
         return cpp_extension.CppExtension(
-            "salrt._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link
+            "salrt._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link, py_limited_api=True
         )
     sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
     # No --use_fast_math: it flushes subnormals and approximates 1/x, which would make CUDA results
@@ -59,10 +62,12 @@ def _extension():
         sources,
         extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
         extra_link_args=link,
+        py_limited_api=True,
     )
 
 
 setup(
     ext_modules=[_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(no_python_abi_suffix=False)},
+    options={"bdist_wheel": {"py_limited_api": PY_LIMITED_API}},
 )

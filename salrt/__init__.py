@@ -1,7 +1,13 @@
-"""salrt: gradient saliency maps as deployable graphs (TorchScript, ONNX, AOTInductor) and a fast runtime."""
+"""salrt: gradient saliency maps as deployable graphs (TorchScript, ONNX, AOTInductor) and a fast runtime.
+
+The package reads as the pipeline: ``models`` -> ``graph`` (trace, passes, decompositions) -> ``formats``
+(one module per format, one registry) -> ``artifact`` (directory, manifest, atomic write) -> ``runtime``
+(``Explainer``) -> surfaces (``cli``, ``explain``, ``bench``, ``demo``).
+"""
 from ._version import __version__
-from .errors import SalrtError
-from .export import export
+from .artifact import export
+from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .runtime import Explainer, Explanation, load
 
-__all__ = ["__version__", "SalrtError", "export", "load", "Explainer", "Explanation"]
+__all__ = ["__version__", "ArtifactError", "ExportError", "Explainer", "Explanation", "InputError", "SalrtError",
+           "export", "load"]

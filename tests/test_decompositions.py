@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from salrt.decompositions import backward_as_forward_ops
+from salrt.graph.decompositions import backward_as_forward_ops
 
 
 def _input_grad(fn, x, cotangent):
@@ -87,7 +87,7 @@ def test_layer_norm():
 @pytest.mark.parametrize("kernel,padding,dilation,groups", [(1, 0, 1, 1), (3, 1, 1, 1), (3, 1, 1, 6), (5, 2, 1, 3),
                                                             (3, 2, 2, 2), (7, 3, 1, 6)])
 def test_stride_one_input_gradients_become_direct_convolutions(kernel, padding, dilation, groups):
-    from salrt.graph import direct_input_gradient_convolutions
+    from salrt.graph.passes import direct_input_gradient_convolutions
     model = torch.nn.Sequential(torch.nn.Conv2d(6, 12, kernel, padding=padding, dilation=dilation, groups=groups),
                                 torch.nn.ReLU(), torch.nn.Conv2d(12, 4, 1)).double().requires_grad_(False)
     traced = make_fx(lambda x, c: _input_grad(model, x, c), decomposition_table=backward_as_forward_ops())(

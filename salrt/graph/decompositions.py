@@ -7,7 +7,8 @@ exports to ONNX and compiles with AOTInductor; the aten ``*_backward`` ops do no
 from __future__ import annotations
 
 import torch
-from torch._decomp import get_decompositions
+
+from .. import _torch
 
 aten = torch.ops.aten
 
@@ -115,7 +116,7 @@ def _with_size(shape, dim: int, size: int) -> list:
 def forward_rewrites() -> dict:
     """Forward ops written with plainer ones: constant padding (aten's kernel specializes the symbolic batch)
     and fused CPU attention (whose backward has no forward-op form; the math form's has)."""
-    rewrites = get_decompositions([aten._scaled_dot_product_flash_attention_for_cpu])  # as matmul + softmax
+    rewrites = _torch.torch_decompositions([aten._scaled_dot_product_flash_attention_for_cpu])  # as matmul + softmax
     rewrites[aten.constant_pad_nd.default] = constant_pad_nd
     return rewrites
 
@@ -139,7 +140,7 @@ _FROM_TORCH = [
 
 def backward_as_forward_ops() -> dict:
     """The decomposition table for ``make_fx`` that leaves no ``*_backward`` op in the graph."""
-    table = get_decompositions(_FROM_TORCH)
+    table = _torch.torch_decompositions(_FROM_TORCH)
     table.update(_CUSTOM)
     table.update(forward_rewrites())
     return table

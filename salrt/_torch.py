@@ -1,0 +1,113 @@
+"""Every private or unstable torch API salrt relies on, behind one small interface.
+
+The graph builder needs parts of torch that carry no stability promise: fake tensors with a symbolic
+batch, ``make_fx``, the decomposition registry, op schemas, AOTInductor. They are all reached from
+here and nowhere else, and ``tests/test_torch_shims.py`` checks each shim on its own: a torch release
+that changes one of them fails one named test instead of building a silently wrong graph.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Callable
+
+import torch
+from torch._decomp import get_decompositions
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import (DimDynamic, ShapeEnv, StatelessSymbolicContext,
+                                                   statically_known_true)
+
+OpOverload = torch._ops.OpOverload
+
+
+def symbolic_batch_inputs(*specs: tuple[tuple[int, ...], torch.dtype]) -> tuple[torch.Tensor, ...]:
+    """Fake tensors of the given (shape, dtype) whose first dimension is one shared symbolic size."""
+    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+    tensors = []
+    for shape, dtype in specs:
+        dynamic = [DimDynamic.DYNAMIC] + [DimDynamic.STATIC] * (len(shape) - 1)
+        tensors.append(mode.from_tensor(torch.zeros(shape, dtype=dtype),
+                                        symbolic_context=StatelessSymbolicContext(dynamic_sizes=dynamic)))
+    for other in tensors[1:]:
+        torch._check(other.shape[0] == tensors[0].shape[0])  # one batch size, not two unrelated symbols
+    return tuple(tensors)
+
+
+def fake_like(reference: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as a fake tensor in the same fake mode as ``reference`` (a fake tensor)."""
+    return reference.fake_mode.from_tensor(tensor)
+
+
+def known_equal(a, b) -> bool:
+    """True when ``a == b`` holds for every value of the symbols involved (False when unknown)."""
+    return statically_known_true(a == b)
+
+
+def trace(fn: Callable, decompositions: dict, *inputs) -> torch.fx.GraphModule:
+    """``make_fx`` of ``fn`` into aten ops, with real tensors (weights) allowed next to fake inputs."""
+    return make_fx(fn, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs)
+
+
+def torch_decompositions(ops: list) -> dict:
+    """PyTorch's own decompositions of ``ops`` (OpOverloadPackets), as a ``make_fx`` table."""
+    return get_decompositions(ops)
+
+
+def _schema_arguments(node: torch.fx.Node) -> list:
+    if not isinstance(node.target, OpOverload):
+        raise TypeError(f"{node.format_node()} does not call an aten op overload")
+    return node.target._schema.arguments
+
+
+def op_arguments(node: torch.fx.Node) -> dict[str, Any]:
+    """The arguments of an aten op call by schema name, defaults filled in (never by position)."""
+    values = {}
+    for i, argument in enumerate(_schema_arguments(node)):
+        if i < len(node.args):
+            values[argument.name] = node.args[i]
+        elif argument.name in node.kwargs:
+            values[argument.name] = node.kwargs[argument.name]
+        elif argument.has_default_value():
+            values[argument.name] = argument.default_value
+    return values
+
+
+def set_op_argument(node: torch.fx.Node, name: str, value) -> None:
+    """Replace the argument called ``name`` of an aten op call, wherever the call passed it."""
+    if name in node.kwargs:
+        node.update_kwarg(name, value)
+        return
+    index = [argument.name for argument in _schema_arguments(node)].index(name)
+    if index >= len(node.args):
+        node.update_kwarg(name, value)
+    else:
+        node.update_arg(index, value)
+
+
+def overload_packet(target):
+    """The op packet of an aten overload (``aten.add.Tensor`` -> ``aten.add``), else None."""
+    return target.overloadpacket if isinstance(target, OpOverload) else None
+
+
+@contextlib.contextmanager
+def _quiet_cpp_builder():
+    # Inductor's C++ build looks for a CUDA toolkit and logs a warning on CPU-only machines.
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def aoti_compile(program: torch.export.ExportedProgram, path: str) -> None:
+    """Compile with AOTInductor into a ``.pt2`` package; freezing lets Inductor pre-pack constant weights."""
+    with _quiet_cpp_builder(), torch._inductor.config.patch(freezing=True):
+        torch._inductor.aoti_compile_and_package(program, package_path=path)
+
+
+def aoti_load(path: str) -> Callable:
+    """A ``.pt2`` package written by ``aoti_compile``, as a callable over tensors."""
+    return torch._inductor.aoti_load_package(path)

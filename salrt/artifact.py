@@ -1,0 +1,197 @@
+"""Artifact directories: ``salrt.export`` writes one (all or nothing), ``read_manifest`` and ``verified_file``
+read it back. A directory holds one file per format (``formats.FORMATS``) and ``manifest.json``: the model,
+weights, preprocessing, class names, tensor contract and each file's sha256."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Union
+
+import torch
+
+from ._version import __version__
+from .errors import ArtifactError, ExportError, InputError, SalrtError
+from .formats import FORMATS, parse_formats
+from .graph import INPUTS, OUTPUTS, build_saliency_graph
+from .models import ClassifierSpec, Preprocessing, as_spec
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+Progress = Callable[[str], None]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(spec: ClassifierSpec) -> dict:
+    """Everything the manifest says about a model, before any file exists."""
+    size = spec.preprocessing.crop
+    return {
+        "format_version": FORMAT_VERSION,
+        "salrt_version": __version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "model": spec.name,
+        "weights": spec.weights,
+        "input_size": [size, size],
+        "preprocessing": dataclasses.asdict(spec.preprocessing),
+        "inputs": INPUTS,
+        "outputs": OUTPUTS,
+        "categories": spec.categories,
+    }
+
+
+def _with_files(description: dict, directory: Path, details: dict) -> dict:
+    """The manifest: the description plus each written format's file, size and sha256."""
+    files = {}
+    for fmt, extra in details.items():
+        path = directory / FORMATS[fmt].file
+        files[fmt] = {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, **extra}
+    return {**description, "files": files}
+
+
+def read_manifest(directory: Path) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{directory} is not a salrt artifact directory (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path} is corrupt: {err}") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{directory} was written by salrt {manifest.get('salrt_version', '?')} in artifact "
+                            f"format {manifest.get('format_version')}; this salrt {__version__} reads format "
+                            f"{FORMAT_VERSION}: export it again")
+    return manifest
+
+
+def verified_file(directory: Path, manifest: dict, fmt: str) -> Path:
+    """The artifact file of a format, after checking it is the one the manifest describes."""
+    entry = manifest["files"].get(fmt)
+    if entry is None:
+        raise ArtifactError(f"{directory} has no {fmt} artifact (it has: {', '.join(manifest['files'])})")
+    path = Path(directory) / entry["file"]
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing")
+    if sha256(path) != entry["sha256"]:
+        raise ArtifactError(f"{path} does not match its manifest (sha256 mismatch): the file is truncated or "
+                            "was modified; export it again")
+    return path
+
+
+def preprocessing_of(manifest: dict) -> Preprocessing:
+    p = manifest["preprocessing"]
+    return Preprocessing(resize=p["resize"], crop=p["crop"], mean=tuple(p["mean"]), std=tuple(p["std"]),
+                         interpolation=p["interpolation"])
+
+
+def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[str, Path],
+           formats: Union[str, Iterable[str]] = ("torchscript",), weights: str = "default",
+           image_size: Optional[int] = None, progress: Progress = lambda message: None) -> Path:
+    """Export ``model``'s saliency graph to an artifact directory and return its path.
+
+    Args:
+        model: a model name (``salrt.models.available_models()``), or an ImageNet classifier ``nn.Module``
+            (then torchvision's ImageNet preprocessing is recorded).
+        out_dir: the directory to write; an existing salrt artifact directory there is replaced, any other
+            existing non-empty path is refused.
+        formats: names from ``salrt.formats.FORMATS`` ("torchscript", "onnx", "aoti"), or one
+            comma-separated string.
+        weights: "default" (pretrained), "random" (seeded initialisation) or the path of a state dict; for
+            a model name only.
+        image_size: the input H = W, fixed in the graph (default: the model's crop size).
+        progress: called with a line of text before each step.
+
+    Returns:
+        ``out_dir``, holding one file per format and ``manifest.json``. It appears complete or not at all:
+        files are written to a temporary sibling that is renamed at the end.
+
+    Raises:
+        InputError: unknown model, format or weights; an image size under 32; an unwritable ``out_dir``.
+        ExportError: the graph cannot be built or written in a format (the message names the op).
+    """
+    formats = parse_formats(formats)
+    out_dir = Path(out_dir)
+    _check_replaceable(out_dir)
+    spec = as_spec(model, weights)
+    if image_size is not None:
+        spec = dataclasses.replace(spec, preprocessing=_resized(spec.preprocessing, image_size))
+    staging = _staging_dir(out_dir)
+    try:
+        started = time.perf_counter()
+        progress(f"tracing the saliency graph of {spec.name}")
+        with _export_step(f"cannot build the saliency graph of {spec.name}"):
+            graph = build_saliency_graph(spec.module, spec.preprocessing.crop)
+        description = describe(spec)
+        details = {}
+        for fmt in formats:
+            progress(f"writing {FORMATS[fmt].file}")
+            with _export_step(f"cannot export {spec.name} to {fmt}"):
+                details[fmt] = FORMATS[fmt].write(graph, staging / FORMATS[fmt].file, description)
+        manifest = _with_files(description, staging, details)
+        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+@contextlib.contextmanager
+def _export_step(what: str):
+    """Turn a tracer or exporter failure into one ExportError line naming the model, format and cause."""
+    try:
+        yield
+    except SalrtError:
+        raise
+    except Exception as err:
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        cause = next((line for line in lines if "aten." in line or "prims." in line), lines[0] if lines else "")
+        raise ExportError(f"{what}: {type(err).__name__}: {cause.strip()[:300]}") from err
+
+
+def _resized(p: Preprocessing, size: int) -> Preprocessing:
+    if size < 32:
+        raise InputError(f"image size {size} is too small; use 32 or more")
+    return dataclasses.replace(p, crop=size, resize=round(size * p.resize / p.crop))
+
+
+def is_artifact_dir(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if out_dir.exists() and not (out_dir.is_dir() and (not any(out_dir.iterdir()) or is_artifact_dir(out_dir))):
+        raise InputError(f"{out_dir} exists and is not a salrt artifact directory; choose another --out")
+
+
+def _staging_dir(out_dir: Path) -> Path:
+    parent = out_dir.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+    except OSError as err:
+        raise InputError(f"cannot write to {parent}: {err.strerror}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact gets ordinary permissions
+    return staging
+
+
+def _replace(staging: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)

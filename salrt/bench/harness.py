@@ -1,0 +1,132 @@
+"""End-to-end saliency latency: every salrt backend against the eager recipe users copy today.
+
+All paths run the same model, weights and inputs, interleaved round by round in one process after
+warm-up, so machine noise hits them alike. ``naive`` (the eager recipe) is the baseline of every
+speed-up; ``forward`` (plain inference, no saliency) is the floor that saliency cost is expressed against.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from ..artifact import export
+from ..errors import InputError
+from ..formats import BY_BACKEND, EAGER, MEASURED_BACKENDS
+from ..graph.saliency import saliency_from_grad
+from ..models import ClassifierSpec, load_model
+from ..runtime import load
+
+NAIVE, FORWARD = "naive", "forward"  # the two reference paths timed next to salrt's backends
+
+
+def naive_recipe(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The recipe users copy today: parameters left trainable (so .backward() also computes weight
+    gradients), the same reduction as salrt's."""
+    model = model.requires_grad_(True)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone().requires_grad_(True)
+        out = model(x)
+        out[range(x.shape[0]), out.argmax(1)].sum().backward()
+        return saliency_from_grad(x.grad)
+    return run
+
+
+def forward_only(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+    return run
+
+
+def forward_flops(model: torch.nn.Module, size: int) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def _artifact(spec: ClassifierSpec, formats: list[str], cache: Path, progress) -> Path:
+    """Export once per model, weights and format set; later runs reuse the directory."""
+    directory = cache / f"{spec.name}-{spec.weights}-{'-'.join(sorted(formats))}"
+    if not (directory / "manifest.json").exists():
+        progress(f"exporting {spec.name} ({', '.join(formats)}) to {directory}")
+        export(spec, directory, formats=formats, progress=progress)
+    return directory
+
+
+def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weights: str = "random",
+              rounds: int = 10, warmup: int = 2, cache: Path = Path(".salrt-bench"),
+              progress: Callable[[str], None] = print) -> dict:
+    """Latency per backend and batch size; returns the JSON-ready report."""
+    unknown = [b for b in backends if b not in MEASURED_BACKENDS]
+    if unknown:
+        raise InputError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(MEASURED_BACKENDS)}")
+    spec = load_model(model_name, weights)
+    size = spec.preprocessing.crop
+    formats = [BY_BACKEND[b].name for b in backends if b in BY_BACKEND]
+    artifact = _artifact(spec, formats, cache, progress) if formats else None
+    flops = forward_flops(spec.module, size)
+
+    runs, first_call_ms, rss_added = {}, {}, {}
+    inputs = {n: torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n)) for n in batches}
+    naive_model = load_model(model_name, weights).module  # a separate copy: the naive recipe makes it trainable
+
+    def salrt_backend(backend: str) -> Callable[[], Callable[[torch.Tensor], object]]:
+        return lambda: load(model_name if backend == EAGER else artifact, backend=backend, weights=weights).explain
+
+    candidates = {NAIVE: lambda: naive_recipe(naive_model), FORWARD: lambda: forward_only(spec.module),
+                  **{backend: salrt_backend(backend) for backend in backends}}
+    for name, make in candidates.items():
+        before = _rss_mb()
+        run = make()
+        started = time.perf_counter()
+        run(inputs[batches[0]])
+        first_call_ms[name] = (time.perf_counter() - started) * 1e3
+        for n in batches:
+            for _ in range(warmup):
+                run(inputs[n])
+        rss_added[name] = _rss_mb() - before
+        runs[name] = run
+
+    times = {(name, n): [] for name in runs for n in batches}
+    for _ in tqdm(range(rounds), desc=f"{model_name}: timing", unit="round", leave=False):
+        for n in batches:
+            for name, run in runs.items():  # interleaved: noise hits every path alike
+                started = time.perf_counter()
+                run(inputs[n])
+                times[(name, n)].append(time.perf_counter() - started)
+
+    results = []
+    for (name, n), samples in times.items():
+        p50 = statistics.median(samples)
+        results.append({
+            "backend": name, "batch": n, "p50_ms": p50 * 1e3, "p90_ms": _percentile(samples, 90) * 1e3,
+            "p99_ms": _percentile(samples, 99) * 1e3, "ms_per_image": p50 * 1e3 / n, "images_per_s": n / p50,
+            "gflops": flops * n * (1 if name == FORWARD else 2) / p50 / 1e9,
+            "first_call_ms": first_call_ms[name], "rss_added_mb": rss_added[name],
+        })
+    for row in results:
+        same_batch = {r["backend"]: r["p50_ms"] for r in results if r["batch"] == row["batch"]}
+        row["speedup_vs_naive"] = same_batch[NAIVE] / row["p50_ms"]
+        row["cost_vs_forward"] = row["p50_ms"] / same_batch[FORWARD]
+    return {"model": model_name, "weights": weights, "input_size": size, "threads": torch.get_num_threads(),
+            "forward_gflop_per_image": flops / 1e9, "rounds": rounds, "torch": torch.__version__,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, "results": results}

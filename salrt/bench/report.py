@@ -1,0 +1,49 @@
+"""The benchmark report as a table, a JSON file and a bar chart."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+
+def table(report: dict) -> str:
+    header = (f"{'backend':12} {'N':>3} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'ms/img':>8} {'img/s':>7} "
+              f"{'GFLOP/s':>8} {'1st ms':>8} {'+RSS MB':>8} {'vs naive':>8} {'÷ fwd':>6}")
+    lines = [f"{report['model']} ({report['weights']} weights, {report['input_size']}px, {report['threads']} threads, "
+             f"forward {report['forward_gflop_per_image']:.1f} GFLOP/img, {report['rounds']} rounds)", header]
+    for r in sorted(report["results"], key=lambda r: (r["batch"], r["p50_ms"])):
+        lines.append(f"{r['backend']:12} {r['batch']:>3} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f} {r['p99_ms']:8.1f} "
+                     f"{r['ms_per_image']:8.1f} {r['images_per_s']:7.1f} {r['gflops']:8.1f} "
+                     f"{r['first_call_ms']:8.0f} {r['rss_added_mb']:8.0f} {r['speedup_vs_naive']:7.2f}x "
+                     f"{r['cost_vs_forward']:5.2f}")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r["batch"] for r in report["results"]})
+    backends = list(dict.fromkeys(r["backend"] for r in report["results"]))
+    figure, axis = plt.subplots(figsize=(1.6 + 1.3 * len(backends), 4.2))
+    width = 0.8 / len(batches)
+    for i, n in enumerate(batches):
+        values = [next(r["ms_per_image"] for r in report["results"] if r["backend"] == b and r["batch"] == n)
+                  for b in backends]
+        bars = axis.bar([x + i * width for x in range(len(backends))], values, width, label=f"N={n}")
+        axis.bar_label(bars, fmt="%.0f", fontsize=7)
+    axis.set_xticks([x + width * (len(batches) - 1) / 2 for x in range(len(backends))], backends)
+    axis.set_ylabel("ms per image (median)")
+    axis.set_title(f"{report['model']} saliency, {report['threads']} CPU threads (lower is better)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def save(report: dict, json_path: Optional[Path], plot_path: Optional[Path]) -> None:
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=1))
+    if plot_path:
+        plot(report, Path(plot_path))

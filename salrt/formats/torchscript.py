@@ -1,0 +1,67 @@
+"""TorchScript (``model.pt``): loads with plain ``torch.jit.load``, on CPU or CUDA, no salrt needed."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import operator
+import warnings
+from pathlib import Path
+
+import torch
+
+from .. import _torch
+from ..errors import ArtifactError
+
+aten = torch.ops.aten
+_PYTHON_OPS = (operator.getitem, operator.mul, operator.add, operator.sub, operator.floordiv)
+
+
+@contextlib.contextmanager
+def _deprecation_silenced():
+    # TorchScript is deprecated in torch 2.14 yet still the most portable format; the warning is not the
+    # user's concern. Errors still raise.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*deprecated.*")
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*instance-level annotations.*")
+        yield
+
+
+def _scriptable(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Call ops by overload packet and sizes through ``aten::size``: the forms TorchScript can compile."""
+    gm = copy.deepcopy(gm)
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target is aten.sym_size.int:
+            node.target = aten.size
+        elif _torch.overload_packet(node.target) is not None:
+            node.target = _torch.overload_packet(node.target)
+        elif node.target not in _PYTHON_OPS:
+            raise NotImplementedError(f"TorchScript cannot compile {node.target} in the saliency graph")
+    gm.recompile()
+    return gm
+
+
+def to_torchscript(gm: torch.fx.GraphModule) -> torch.jit.ScriptModule:
+    with _deprecation_silenced():
+        return torch.jit.freeze(torch.jit.script(_scriptable(gm)).eval())
+
+
+def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
+    to_torchscript(graph).save(str(path))
+    return {"loads_with": "torch.jit.load (torch only)"}
+
+
+def load(path: Path, device: torch.device):
+    try:
+        with _deprecation_silenced():
+            module = torch.jit.load(str(path), map_location=device)
+    except RuntimeError as err:
+        raise ArtifactError(f"torch cannot load {path}: {str(err).splitlines()[0]}") from None
+
+    def run(image: torch.Tensor, target: torch.Tensor):
+        # The graph holds its own backward pass. no_grad, not inference_mode: the outputs stay ordinary
+        # tensors that callers may feed into autograd code of their own.
+        with torch.no_grad():
+            return module(image, target)
+    return run

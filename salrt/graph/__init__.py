@@ -1,0 +1,35 @@
+"""The saliency graph: forward pass, input gradient and saliency map as one aten FX graph.
+
+Stage 1 traces the model's forward pass into aten ops (``trace``) and folds eval-mode batch norms into
+the convolutions before them (``passes``). Stage 2 traces autograd through that graph with every backward
+op written as forward ops (``decompositions``); stride-1 input-gradient convolutions then become ordinary
+ones. The batch is symbolic in both stages, so the graph takes any N; the spatial size is fixed at
+export. Weights are graph constants that never require grad. ``saliency`` holds what the graph computes.
+"""
+from __future__ import annotations
+
+import torch
+
+from .decompositions import backward_as_forward_ops, forward_rewrites
+from .io import INPUTS, OUTPUTS
+from .passes import check_no_backward_ops, direct_input_gradient_convolutions, drop_no_op_restrides, fold_batch_norms
+from .saliency import input_gradient, saliency_outputs
+from .trace import example_inputs, exported_program, trace_with_constant_weights
+
+__all__ = ["INPUTS", "OUTPUTS", "build_saliency_graph", "exported_program", "input_gradient", "trace_forward"]
+
+
+def trace_forward(model: torch.nn.Module, image_size: int) -> torch.fx.GraphModule:
+    image, _ = example_inputs(image_size)
+    return trace_with_constant_weights(model, lambda forward, x: forward(x), (image,), forward_rewrites())
+
+
+def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool = True) -> torch.fx.GraphModule:
+    """The joint forward + input-gradient + saliency graph of ``model`` for square inputs of ``image_size``."""
+    forward = drop_no_op_restrides(trace_forward(model, image_size))
+    if fold_bn:
+        forward = fold_batch_norms(forward)
+    joint = trace_with_constant_weights(forward, saliency_outputs, example_inputs(image_size),
+                                        backward_as_forward_ops())
+    check_no_backward_ops(joint)
+    return direct_input_gradient_convolutions(joint)

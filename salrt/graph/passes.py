@@ -1,0 +1,124 @@
+"""Rewrites of traced aten graphs. Op arguments are read by schema name (``_torch.op_arguments``)."""
+from __future__ import annotations
+
+import torch
+
+from .. import _torch
+from .trace import add_constant
+
+aten = torch.ops.aten
+
+
+def _value(arg):
+    """A node argument as the (possibly symbolic) value it had while tracing."""
+    return arg.meta["val"] if isinstance(arg, torch.fx.Node) else arg
+
+
+def drop_no_op_restrides(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Remove ``as_strided`` calls that keep every element in place (pooling restrides its 1x1 output to
+    the input's memory format). Their autograd formula writes through ``as_strided``, which ONNX lacks."""
+    for node in list(gm.graph.nodes):
+        if node.target not in (aten.as_strided.default, aten.as_strided_.default):
+            continue
+        args = _torch.op_arguments(node)
+        if args.get("storage_offset") is not None:
+            continue
+        source = args["self"].meta["val"]
+        size, stride = ([_value(v) for v in args[name]] for name in ("size", "stride"))
+        same_shape = len(size) == source.dim() and all(_torch.known_equal(a, b) for a, b in zip(size, source.shape))
+        # A stride only matters along a dimension longer than 1.
+        same_strides = all(_torch.known_equal(n, 1) or _torch.known_equal(a, b)
+                           for n, a, b in zip(size, source.stride(), stride))
+        if same_shape and same_strides and source.storage_offset() == 0:
+            node.replace_all_uses_with(args["self"])
+            gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+
+_EVAL_BATCH_NORMS = (aten._native_batch_norm_legit_no_training.default, aten.native_batch_norm.default)
+
+
+def _eval_batch_norm(node: torch.fx.Node):
+    """The schema arguments of an eval-mode batch norm call, else None."""
+    if node.target not in _EVAL_BATCH_NORMS:
+        return None
+    args = _torch.op_arguments(node)
+    return None if args.get("training", False) else args
+
+
+def fold_batch_norms(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Fold each eval batch norm that directly follows a convolution into that convolution's weights."""
+    for bn in list(gm.graph.nodes):
+        bn_args = _eval_batch_norm(bn)
+        if bn_args is None:
+            continue
+        conv = bn_args["input"]
+        if conv.target is not aten.convolution.default or len(conv.users) != 1:
+            continue
+        conv_args = _torch.op_arguments(conv)
+        if conv_args["transposed"]:
+            continue
+        constants = [conv_args["weight"], conv_args["bias"],
+                     *(bn_args[name] for name in ("weight", "bias", "running_mean", "running_var"))]
+        if not all(c is None or c.op == "get_attr" for c in constants):
+            continue
+        weight, bias, gamma, beta, mean, var = (None if c is None else getattr(gm, c.target) for c in constants)
+        scale = torch.rsqrt(var + bn_args["eps"]) * (gamma if gamma is not None else 1)
+        shift = (beta if beta is not None else 0) - mean * scale
+        folded_weight = weight * scale.reshape(-1, *[1] * (weight.dim() - 1))
+        folded_bias = shift + (bias * scale if bias is not None else 0)
+        with gm.graph.inserting_before(conv):
+            _torch.set_op_argument(conv, "weight", add_constant(gm, folded_weight, f"{conv.name}_folded_weight"))
+            _torch.set_op_argument(conv, "bias", add_constant(gm, folded_bias, f"{conv.name}_folded_bias"))
+        for getitem in list(bn.users):
+            if getitem.args[1] == 0:
+                getitem.replace_all_uses_with(conv)
+            elif getitem.users:
+                raise RuntimeError("batch norm statistics are used downstream; cannot fold")
+            gm.graph.erase_node(getitem)
+        gm.graph.erase_node(bn)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+def direct_input_gradient_convolutions(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Rewrite stride-1 transposed convolutions with constant weights as ordinary convolutions.
+
+    The input gradient of a stride-1 convolution is a convolution with the kernel flipped and its in/out
+    channels swapped. Ordinary convolutions have far better kernels (oneDNN, ONNX Runtime, Inductor) than
+    transposed ones; in ResNet-50 this covers every 1x1 and 3x3 stride-1 layer.
+    """
+    for conv in gm.graph.nodes:
+        if conv.target is not aten.convolution.default:
+            continue
+        args = _torch.op_arguments(conv)
+        stride, dilation, groups, weight = args["stride"], args["dilation"], args["groups"], args["weight"]
+        if not args["transposed"] or any(s != 1 for s in stride) or any(args["output_padding"]) \
+                or weight.op != "get_attr":
+            continue
+        w = getattr(gm, weight.target)
+        kernel = w.shape[2:]
+        direct_padding = [d * (k - 1) - p for d, k, p in zip(dilation, kernel, args["padding"])]
+        if any(p < 0 for p in direct_padding):
+            continue
+        # [in, out/groups, k...] -> [out, in/groups, k...], per group, spatially flipped.
+        in_per_group, out_per_group = w.shape[0] // groups, w.shape[1]
+        direct = (w.reshape(groups, in_per_group, out_per_group, *kernel).transpose(1, 2)
+                  .reshape(groups * out_per_group, in_per_group, *kernel).flip(list(range(2, w.dim()))))
+        with gm.graph.inserting_before(conv):
+            _torch.set_op_argument(conv, "weight", add_constant(gm, direct, f"{conv.name}_direct_weight"))
+        _torch.set_op_argument(conv, "padding", direct_padding)
+        _torch.set_op_argument(conv, "transposed", False)
+        _torch.set_op_argument(conv, "output_padding", [0] * len(stride))
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+def check_no_backward_ops(gm: torch.fx.GraphModule) -> None:
+    left = sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function" and "backward" in str(n.target)})
+    if left:
+        raise NotImplementedError(f"no forward-op rewrite for {', '.join(left)}")

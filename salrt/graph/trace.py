@@ -1,0 +1,52 @@
+"""Trace a model into an aten FX graph with a symbolic batch and its weights as graph constants."""
+from __future__ import annotations
+
+import torch
+
+from .. import _torch
+
+TRACE_BATCH = 2  # sizes 0 and 1 would be specialized by the tracer
+
+
+def example_inputs(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fake (image, target) whose batch is one shared symbol: no example values get baked in."""
+    return _torch.symbolic_batch_inputs(((TRACE_BATCH, 3, image_size, image_size), torch.float32),
+                                        ((TRACE_BATCH,), torch.int64))
+
+
+def add_constant(gm: torch.fx.GraphModule, value: torch.Tensor, name: str) -> torch.fx.Node:
+    """Register ``value`` as a buffer of ``gm`` and return a node reading it (insert point: the caller's)."""
+    gm.register_buffer(name, value.detach().contiguous())
+    return gm.graph.get_attr(name)
+
+
+def trace_with_constant_weights(module: torch.nn.Module, fn, inputs: tuple, decompositions: dict) -> torch.fx.GraphModule:
+    """``make_fx`` of ``fn(module_forward, *inputs)`` with ``module``'s parameters and buffers as constants.
+
+    The weights go in as fake tensors, then become constants of the traced graph. Traced as real
+    tensors instead, an op on weights alone (ViT expands its class token to the batch size) would run
+    eagerly and could not take the symbolic batch size.
+    """
+    state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    names = list(state)
+
+    def with_state(*args):
+        weights = dict(zip(names, args[len(inputs):]))
+        return fn(lambda x: torch.func.functional_call(module, weights, (x,)), *args[:len(inputs)])
+    fake_state = [_torch.fake_like(inputs[0], state[name]) for name in names]
+    gm = _torch.trace(with_state, decompositions, *inputs, *fake_state)
+    placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"][len(inputs):]
+    for node, name in zip(placeholders, names):
+        with gm.graph.inserting_before(node):
+            node.replace_all_uses_with(add_constant(gm, state[name], name.replace(".", "_")))
+        gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+
+def exported_program(graph: torch.fx.GraphModule, size: list[int]) -> torch.export.ExportedProgram:
+    """The graph as a torch.export program with a dynamic batch (what the ONNX and AOTI writers take)."""
+    image = torch.zeros(TRACE_BATCH, 3, *size)
+    target = torch.full((TRACE_BATCH,), -1, dtype=torch.int64)
+    batch = torch.export.Dim("N", min=1, max=65536)
+    return torch.export.export(graph, (image, target), dynamic_shapes=({0: batch}, {0: batch}))
