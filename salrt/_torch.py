@@ -103,8 +103,14 @@ def _quiet_cpp_builder():
 
 
 def aoti_compile(program: torch.export.ExportedProgram, path: str) -> None:
-    """Compile with AOTInductor into a ``.pt2`` package; freezing lets Inductor pre-pack constant weights."""
-    with _quiet_cpp_builder(), torch._inductor.config.patch(freezing=True):
+    """Compile with AOTInductor into a ``.pt2`` package.
+
+    Without freezing: Inductor freezes (folds and pre-packs constant weights) only when grad is disabled,
+    and on ResNet-50 that ran 13% faster at N=1 and 4% at N=8 but stored the folded direct-convolution
+    weights again (183 MB instead of 105). Its ``freezing=True`` under enabled grad, as salrt once passed,
+    does nothing.
+    """
+    with _quiet_cpp_builder():
         torch._inductor.aoti_compile_and_package(program, package_path=path)
 
 

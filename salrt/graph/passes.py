@@ -89,33 +89,45 @@ def direct_input_gradient_convolutions(gm: torch.fx.GraphModule) -> torch.fx.Gra
 
     The input gradient of a stride-1 convolution is a convolution with the kernel flipped and its in/out
     channels swapped. Ordinary convolutions have far better kernels (oneDNN, ONNX Runtime, Inductor) than
-    transposed ones; in ResNet-50 this covers every 1x1 and 3x3 stride-1 layer.
+    transposed ones; in ResNet-50 this covers every 1x1 and 3x3 stride-1 layer. The swapped, flipped
+    weight is written as graph ops on the forward convolution's own weight constant, so an artifact stores
+    each weight once and its runtime folds or fuses the ops (onnxruntime folds them at session creation).
     """
     for conv in gm.graph.nodes:
         if conv.target is not aten.convolution.default:
             continue
         args = _torch.op_arguments(conv)
-        stride, dilation, groups, weight = args["stride"], args["dilation"], args["groups"], args["weight"]
+        stride, dilation, weight = args["stride"], args["dilation"], args["weight"]
         if not args["transposed"] or any(s != 1 for s in stride) or any(args["output_padding"]) \
                 or weight.op != "get_attr":
             continue
-        w = getattr(gm, weight.target)
-        kernel = w.shape[2:]
-        direct_padding = [d * (k - 1) - p for d, k, p in zip(dilation, kernel, args["padding"])]
+        shape = getattr(gm, weight.target).shape
+        direct_padding = [d * (k - 1) - p for d, k, p in zip(dilation, shape[2:], args["padding"])]
         if any(p < 0 for p in direct_padding):
             continue
-        # [in, out/groups, k...] -> [out, in/groups, k...], per group, spatially flipped.
-        in_per_group, out_per_group = w.shape[0] // groups, w.shape[1]
-        direct = (w.reshape(groups, in_per_group, out_per_group, *kernel).transpose(1, 2)
-                  .reshape(groups * out_per_group, in_per_group, *kernel).flip(list(range(2, w.dim()))))
         with gm.graph.inserting_before(conv):
-            _torch.set_op_argument(conv, "weight", add_constant(gm, direct, f"{conv.name}_direct_weight"))
+            _torch.set_op_argument(conv, "weight", _direct_weight(gm.graph, weight, shape, args["groups"]))
         _torch.set_op_argument(conv, "padding", direct_padding)
         _torch.set_op_argument(conv, "transposed", False)
         _torch.set_op_argument(conv, "output_padding", [0] * len(stride))
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
+
+
+def _direct_weight(graph: torch.fx.Graph, weight: torch.fx.Node, shape, groups: int) -> torch.fx.Node:
+    """[in, out/groups, k...] -> [out, in/groups, k...] per group, flipped along every spatial dimension
+    longer than 1 (a 1x1 weight with one group is only transposed)."""
+    kernel = list(shape[2:])
+    in_per_group, out_per_group = shape[0] // groups, shape[1]
+    if groups == 1:
+        direct = graph.call_function(aten.transpose.int, (weight, 0, 1))
+    else:
+        direct = graph.call_function(aten.reshape.default, (weight, [groups, in_per_group, out_per_group, *kernel]))
+        direct = graph.call_function(aten.transpose.int, (direct, 1, 2))
+        direct = graph.call_function(aten.reshape.default, (direct, [groups * out_per_group, in_per_group, *kernel]))
+    flipped = [2 + i for i, k in enumerate(kernel) if k > 1]
+    return graph.call_function(aten.flip.default, (direct, flipped)) if flipped else direct
 
 
 def check_no_backward_ops(gm: torch.fx.GraphModule) -> None:

@@ -6,6 +6,7 @@ salrt then fails instead.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 
@@ -13,7 +14,7 @@ REQUIRE_VARIABLE = "SALRT_REQUIRE_EXTENSION"
 _BUILD_HINT = "build it with: pip install --no-build-isolation -e ."
 
 try:
-    from .. import _C  # noqa: F401  (loading the library runs its TORCH_LIBRARY registrations)
+    importlib.import_module("salrt._C")  # loading the library runs its TORCH_LIBRARY registrations
 
     HAS_EXTENSION = True
 except ImportError as _err:  # pragma: no cover - depends on the build
