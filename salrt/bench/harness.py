@@ -63,7 +63,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def _artifact(spec: ClassifierSpec, formats: list[str], cache: Path, progress) -> Path:
+def cached_artifact(spec: ClassifierSpec, formats: list[str], cache: Path, progress) -> Path:
     """Export once per model, weights and format set; later runs reuse the directory."""
     directory = cache / f"{spec.name}-{spec.weights}-{'-'.join(sorted(formats))}"
     if not (directory / "manifest.json").exists():
@@ -82,7 +82,7 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
     spec = load_model(model_name, weights)
     size = spec.preprocessing.crop
     formats = [BY_BACKEND[b].name for b in backends if b in BY_BACKEND]
-    artifact = _artifact(spec, formats, cache, progress) if formats else None
+    artifact = cached_artifact(spec, formats, cache, progress) if formats else None
     flops = forward_flops(spec.module, size)
 
     runs, first_call_ms, rss_added = {}, {}, {}
