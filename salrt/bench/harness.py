@@ -53,6 +53,27 @@ def forward_flops(model: torch.nn.Module, size: int) -> int:
     return counter.get_total_flops()
 
 
+def peak_gflops(repeats: int = 5) -> float:
+    """The best of two compute-bound kernels, measured now: a 3x3 convolution [8,256,56,56] channels_last
+    and a 4096x4096 matmul. What a saliency path's GFLOP/s is a fraction of on this machine."""
+    x = torch.randn(8, 256, 56, 56).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3).contiguous(memory_format=torch.channels_last)
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    kernels = [(lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * 8 * 256 * 56 * 56 * 256 * 9),
+               (lambda: a @ b, 2 * 4096**3)]
+    best = 0.0
+    with torch.inference_mode():
+        for kernel, flops in kernels:
+            kernel()
+            seconds = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                kernel()
+                seconds.append(time.perf_counter() - started)
+            best = max(best, flops / min(seconds) / 1e9)
+    return best
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
@@ -114,6 +135,7 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
                 run(inputs[n])
                 times[(name, n)].append(time.perf_counter() - started)
 
+    peak = peak_gflops()
     results = []
     for (name, n), samples in times.items():
         p50 = statistics.median(samples)
@@ -121,6 +143,7 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
             "backend": name, "batch": n, "p50_ms": p50 * 1e3, "p90_ms": _percentile(samples, 90) * 1e3,
             "p99_ms": _percentile(samples, 99) * 1e3, "ms_per_image": p50 * 1e3 / n, "images_per_s": n / p50,
             "gflops": flops * n * (1 if name == FORWARD else 2) / p50 / 1e9,
+            "peak_fraction": flops * n * (1 if name == FORWARD else 2) / p50 / 1e9 / peak,
             "first_call_ms": first_call_ms[name], "rss_added_mb": rss_added[name],
         })
     for row in results:
@@ -129,4 +152,5 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
         row["cost_vs_forward"] = row["p50_ms"] / same_batch[FORWARD]
     return {"model": model_name, "weights": weights, "input_size": size, "threads": torch.get_num_threads(),
             "forward_gflop_per_image": flops / 1e9, "rounds": rounds, "torch": torch.__version__,
+            "peak_gflops": peak,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, "results": results}

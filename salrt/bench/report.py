@@ -8,12 +8,14 @@ from typing import Optional
 
 def table(report: dict) -> str:
     header = (f"{'backend':12} {'N':>3} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'ms/img':>8} {'img/s':>7} "
-              f"{'GFLOP/s':>8} {'1st ms':>8} {'+RSS MB':>8} {'vs naive':>8} {'÷ fwd':>6}")
+              f"{'GFLOP/s':>8} {'% peak':>6} {'1st ms':>8} {'+RSS MB':>8} {'vs naive':>8} {'÷ fwd':>6}")
     lines = [f"{report['model']} ({report['weights']} weights, {report['input_size']}px, {report['threads']} threads, "
-             f"forward {report['forward_gflop_per_image']:.1f} GFLOP/img, {report['rounds']} rounds)", header]
+             f"forward {report['forward_gflop_per_image']:.1f} GFLOP/img, {report['rounds']} rounds, "
+             f"peak {report['peak_gflops']:.0f} GFLOP/s measured in the same run)", header]
     for r in sorted(report["results"], key=lambda r: (r["batch"], r["p50_ms"])):
         lines.append(f"{r['backend']:12} {r['batch']:>3} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f} {r['p99_ms']:8.1f} "
                      f"{r['ms_per_image']:8.1f} {r['images_per_s']:7.1f} {r['gflops']:8.1f} "
+                     f"{100 * r['peak_fraction']:5.0f}% "
                      f"{r['first_call_ms']:8.0f} {r['rss_added_mb']:8.0f} {r['speedup_vs_naive']:7.2f}x "
                      f"{r['cost_vs_forward']:5.2f}")
     return "\n".join(lines)
