@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MAX_JOBS ?= 2
 
-.PHONY: demo test bench-e2e bench-reduce wheel-check clean
+.PHONY: demo test cpp bench-e2e bench-reduce wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,15 +15,25 @@ $(BIN)/python:
 # C++ extension compiles against that torch. Re-runs only when the package definition or C++ sources change.
 $(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard csrc/*.* csrc/*/*.*)
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet --no-build-isolation -e '.[test,demo]'
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[test,demo,cpp]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m salrt.demo demo-out
 
+# The C++ runtime (cpp/README.md) against the venv's torch wheel: needs cmake, g++ and libssl-dev.
+CPP_BIN := build/cpp/salrt_explain
+$(CPP_BIN): $(STAMP) $(wildcard cpp/CMakeLists.txt cpp/src/*.* cpp/include/salrt/*.h)
+	cmake -S cpp -B build/cpp $(if $(wildcard build/cpp/CMakeCache.txt),,$(if $(shell command -v ninja),-G Ninja)) \
+	      -DPython3_EXECUTABLE=$(abspath $(BIN)/python)
+	cmake --build build/cpp -j $(MAX_JOBS)
+	touch $@
+
+cpp: $(CPP_BIN)
+
 # SALRT_REQUIRE_EXTENSION=1: importing salrt fails if the C++ extension did not build, so the suite cannot
 # pass by testing the pure-torch fallback alone.
-test: $(STAMP)
+test: $(STAMP) $(CPP_BIN)
 	SALRT_REQUIRE_EXTENSION=1 $(BIN)/python -m pytest -q
 
 bench-e2e: $(STAMP)  # every backend against the naive recipe on ResNet-50; updates README and docs/

@@ -1,0 +1,71 @@
+// salrt C++ runtime: runs a salrt artifact directory (written by Python's `salrt.export`) without Python.
+//
+//   salrt::Explainer explainer("resnet18-art", "aoti");       // checks manifest.json and the file's sha256
+//   salrt::Explanation e = explainer.explain(image, target);  // image: float32 [N,3,H,W]; target: int64 [N]
+//
+// Errors are salrt::Error, with the same messages as the Python package.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace salrt {
+
+// A problem salrt can explain in one sentence: a bad artifact directory, backend or input.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Per image: logits [N,K], the class explained [N] (int64), the saliency map [N,H,W] in [0,1] and the
+// input gradient [N,3,H,W]. CPU tensors.
+struct Explanation {
+  at::Tensor logits;
+  at::Tensor used_target;
+  at::Tensor saliency;
+  at::Tensor grad;
+};
+
+class Explainer {
+ public:
+  // Reads `artifact_dir`/manifest.json (artifact format 1), verifies the backend's file against its sha256
+  // and loads it. backend: "aoti" (model.pt2, an AOTInductor CPU package) or "torchscript" (model.pt).
+  // aoti_runners: model instances the AOTI package holds; calls from several threads run concurrently on
+  // up to this many instances and queue for one otherwise (ignored for torchscript).
+  explicit Explainer(const std::string& artifact_dir, const std::string& backend = "aoti",
+                     size_t aoti_runners = 1);
+  ~Explainer();
+  Explainer(Explainer&&) noexcept;
+  Explainer& operator=(Explainer&&) noexcept;
+
+  // Saliency of `image` (float32 [N,3,H,W] matching input_size(), or one [3,H,W] image; finite) for
+  // `target` (int64 [N], or one value for all images; a negative value or no target explains each image's
+  // top class). Throws salrt::Error on bad inputs. Safe to call from several threads at once.
+  Explanation explain(const at::Tensor& image, std::optional<at::Tensor> target = std::nullopt) const;
+
+  const std::string& model() const;                   // "resnet18"
+  const std::string& backend() const;                 // "aoti" or "torchscript"
+  const std::vector<std::string>& categories() const;  // class names, index = class id
+  std::array<int64_t, 2> input_size() const;          // {H, W}
+  const std::string& artifact_dir() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The backends this library runs, and the artifact format version it reads.
+inline constexpr const char* kBackends[] = {"aoti", "torchscript"};
+inline constexpr int kFormatVersion = 1;
+
+// Lower-case hex SHA-256 of a file (throws salrt::Error if it cannot be read).
+std::string sha256_file(const std::string& path);
+
+}  // namespace salrt

@@ -1,0 +1,278 @@
+#include "salrt/explainer.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <openssl/evp.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/script.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#ifndef SALRT_VERSION
+#define SALRT_VERSION "0.1.0"  // CMake passes the Python package's version (salrt/_version.py)
+#endif
+
+namespace salrt {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::ordered_json;  // ordered: messages list the files in the manifest's order, as Python does
+
+// The directory as Python's str(Path(d)) writes it in messages: no trailing '/', no '//' or './' parts.
+std::string display_dir(const std::string& dir) {
+  if (dir.empty()) return ".";
+  std::string out;
+  std::istringstream parts(dir);
+  std::string part;
+  bool absolute = dir[0] == '/';
+  while (std::getline(parts, part, '/')) {
+    if (part.empty() || part == ".") continue;
+    if (!out.empty()) out += '/';
+    out += part;
+  }
+  if (absolute) return "/" + out;
+  return out.empty() ? "." : out;
+}
+
+std::string join(const std::string& dir, const std::string& name) { return dir == "/" ? "/" + name : dir + "/" + name; }
+
+// One line of a c10::Error or other exception, without a C++ backtrace.
+std::string first_line(const std::exception& err) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&err);
+  std::string text = c10_error ? c10_error->what_without_backtrace() : err.what();
+  auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
+
+// A manifest value as Python's f-string would print it (`missing` when absent, None for null).
+std::string py_str(const Json& object, const char* key, const char* missing) {
+  const auto found = object.find(key);
+  if (found == object.end()) return missing;
+  if (found->is_null()) return "None";
+  if (found->is_string()) return found->get<std::string>();
+  if (found->is_boolean()) return found->get<bool>() ? "True" : "False";
+  return found->dump();
+}
+
+// torch's name of a dtype, as Python prints it without "torch." (float32, int64, ...).
+std::string dtype_name(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kLong: return "int64";
+    case at::kInt: return "int32";
+    case at::kShort: return "int16";
+    case at::kChar: return "int8";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    case at::kComplexFloat: return "complex64";
+    case at::kComplexDouble: return "complex128";
+    default: return c10::toString(type);
+  }
+}
+
+std::string shape_of(const at::Tensor& t) {
+  std::string out = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + std::to_string(t.size(d));
+  return out + "]";
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw Error("cannot read " + path + ": " + std::strerror(errno));
+  std::ostringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+std::string sha256_file(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw Error("cannot read " + path + ": " + std::strerror(errno));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error("OpenSSL cannot compute SHA-256");
+  std::vector<char> block(1 << 20);
+  while (file) {
+    file.read(block.data(), static_cast<std::streamsize>(block.size()));
+    if (file.gcount() > 0) EVP_DigestUpdate(ctx.get(), block.data(), static_cast<size_t>(file.gcount()));
+  }
+  if (file.bad()) throw Error("cannot read " + path + ": " + std::strerror(errno));
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest, &size);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < size; ++i) {
+    out += hex[digest[i] >> 4];
+    out += hex[digest[i] & 15];
+  }
+  return out;
+}
+
+struct Explainer::Impl {
+  std::string dir;  // as messages print it
+  std::string backend;
+  std::string model;
+  std::vector<std::string> categories;
+  std::array<int64_t, 2> input_size{};
+  // Mutable: running a model does not change the Explainer; both runtimes serialise what they must.
+  mutable std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;
+  mutable std::optional<torch::jit::Module> torchscript;
+
+  void read_manifest();
+  std::string verified_file() const;
+  Json manifest;
+};
+
+void Explainer::Impl::read_manifest() {
+  std::string path = join(dir, "manifest.json");
+  if (!fs::is_regular_file(path)) throw Error(dir + " is not a salrt artifact directory (no manifest.json)");
+  try {
+    manifest = Json::parse(read_text(path));
+  } catch (const Json::parse_error& err) {
+    throw Error(path + " is corrupt: " + err.what());
+  }
+  if (!manifest.is_object()) throw Error(path + " is corrupt: not a JSON object");
+  const auto version = manifest.find("format_version");
+  if (version == manifest.end() || !version->is_number_integer() || version->get<int64_t>() != kFormatVersion) {
+    throw Error(dir + " was written by salrt " + py_str(manifest, "salrt_version", "?") + " in artifact format " +
+                py_str(manifest, "format_version", "None") + "; this salrt " SALRT_VERSION " reads format " +
+                std::to_string(kFormatVersion) + ": export it again");
+  }
+  try {  // the manifest's shape is salrt's own; a mismatch means the file was edited by hand or damaged
+    model = manifest.at("model").get<std::string>();
+    const auto size = manifest.at("input_size").get<std::vector<int64_t>>();
+    if (size.size() != 2) throw Error("\"input_size\" is not [H, W]");
+    input_size = {size[0], size[1]};
+    categories = manifest.at("categories").get<std::vector<std::string>>();
+    if (!manifest.at("files").is_object()) throw Error("\"files\" is not an object");
+  } catch (const std::exception& err) {
+    throw Error(path + " is corrupt: " + err.what());
+  }
+}
+
+std::string Explainer::Impl::verified_file() const {
+  const Json& files = manifest.at("files");
+  const auto entry = files.find(backend);  // each backend runs the format of the same name
+  if (entry == files.end()) {
+    std::string present;
+    for (const auto& [fmt, _] : files.items()) present += (present.empty() ? "" : ", ") + fmt;
+    throw Error(dir + " has no " + backend + " artifact (it has: " + present + ")");
+  }
+  std::string file, digest;
+  try {
+    file = entry->at("file").get<std::string>();
+    digest = entry->at("sha256").get<std::string>();
+  } catch (const Json::exception&) {
+    throw Error(join(dir, "manifest.json") + " is corrupt: files." + backend + " lacks \"file\" or \"sha256\"");
+  }
+  std::string path = join(dir, file);
+  if (!fs::is_regular_file(path)) throw Error(path + " is missing");
+  if (sha256_file(path) != digest)
+    throw Error(path + " does not match its manifest (sha256 mismatch): the file is truncated or was modified; "
+                       "export it again");
+  return path;
+}
+
+Explainer::Explainer(const std::string& artifact_dir, const std::string& backend, size_t aoti_runners)
+    : impl_(std::make_unique<Impl>()) {
+  bool known = false;
+  for (const char* b : kBackends) known = known || backend == b;
+  if (!known) throw Error("unknown backend '" + backend + "'; choose from aoti, torchscript");
+  if (aoti_runners == 0) throw Error("aoti_runners must be 1 or more");
+  impl_->dir = display_dir(artifact_dir);
+  impl_->backend = backend;
+  impl_->read_manifest();
+  std::string path = impl_->verified_file();
+  if (backend == "aoti") {
+    try {
+      impl_->aoti = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+          path, "model", /*run_single_threaded=*/false, aoti_runners, /*device_index=*/-1);
+    } catch (const std::exception& err) {
+      throw Error("cannot load " + path + " (compiled by another torch or for another CPU?): " + first_line(err));
+    }
+  } else {
+    try {
+      impl_->torchscript = torch::jit::load(path, c10::Device(c10::kCPU));
+    } catch (const std::exception& err) {
+      throw Error("torch cannot load " + path + ": " + first_line(err));
+    }
+  }
+}
+
+Explainer::~Explainer() = default;
+Explainer::Explainer(Explainer&&) noexcept = default;
+Explainer& Explainer::operator=(Explainer&&) noexcept = default;
+
+Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor> target) const {
+  const Impl& m = *impl_;
+  const auto [height, width] = m.input_size;
+  std::string expected = m.model + " takes a float32 [N, 3, " + std::to_string(height) + ", " +
+                         std::to_string(width) + "] tensor, got ";
+  if (!image.defined()) throw Error(expected + "an undefined tensor");
+  at::Tensor batch = image.dim() == 3 ? image.unsqueeze(0) : image;
+  if (batch.dim() != 4 || batch.size(1) != 3 || batch.size(2) != height || batch.size(3) != width ||
+      batch.scalar_type() != at::kFloat || batch.size(0) == 0)
+    throw Error(expected + dtype_name(batch.scalar_type()) + " " + shape_of(batch));
+  batch = batch.to(at::kCPU).contiguous();
+  const int64_t n = batch.size(0);
+
+  at::Tensor finite = at::isfinite(batch).flatten(1).all(1);
+  if (!finite.all().item<bool>()) {
+    at::Tensor bad = (~finite).nonzero().flatten();
+    std::string list;
+    for (int64_t i = 0; i < bad.numel(); ++i) list += (i ? ", " : "") + std::to_string(bad[i].item<int64_t>());
+    throw Error(std::string(bad.numel() > 1 ? "images " : "image ") + list +
+                " of the batch hold NaN or Inf values; salrt explains finite inputs only");
+  }
+
+  at::Tensor targets;
+  if (!target.has_value() || !target->defined()) {
+    targets = at::full({n}, -1, at::TensorOptions().dtype(at::kLong));
+  } else {
+    if (!c10::isIntegralType(target->scalar_type(), /*includeBool=*/false))
+      throw Error("target must be an integer class index or one per image, got " +
+                  dtype_name(target->scalar_type()) + " " + shape_of(*target));
+    targets = target->to(at::kCPU, at::kLong).reshape(-1);
+    if (targets.numel() == 1) targets = targets.expand({n});
+    targets = targets.contiguous();
+    if (targets.numel() != n)
+      throw Error("got " + std::to_string(targets.numel()) + " targets for " + std::to_string(n) + " images");
+    const int64_t top = targets.max().item<int64_t>();
+    const auto classes = static_cast<int64_t>(m.categories.size());
+    if (top >= classes)
+      throw Error("target " + std::to_string(top) + " is out of range: " + m.model + " has " +
+                  std::to_string(classes) + " classes (use a negative target for the top class)");
+  }
+
+  // Like Python: no autograd recording (the graphs hold their own backward pass); the outputs are ordinary
+  // tensors, not inference tensors, so callers may use them anywhere.
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> out;
+  if (m.aoti) {
+    out = m.aoti->run({batch, targets});
+  } else {
+    auto result = m.torchscript->forward({batch, targets});
+    for (const auto& value : result.toTupleRef().elements()) out.push_back(value.toTensor());
+  }
+  if (out.size() != 4)
+    throw Error(m.backend + " model returned " + std::to_string(out.size()) + " outputs, expected 4 "
+                "(logits, used_target, saliency, grad): export it again");
+  return {out[0], out[1], out[2], out[3]};
+}
+
+const std::string& Explainer::model() const { return impl_->model; }
+const std::string& Explainer::backend() const { return impl_->backend; }
+const std::vector<std::string>& Explainer::categories() const { return impl_->categories; }
+std::array<int64_t, 2> Explainer::input_size() const { return impl_->input_size; }
+const std::string& Explainer::artifact_dir() const { return impl_->dir; }
+
+}  // namespace salrt

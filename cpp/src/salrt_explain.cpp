@@ -1,0 +1,191 @@
+// salrt_explain: run a salrt artifact on a batch saved by Python, without Python.
+//
+//   INPUT  : torch.save({"image": float32 [N,3,H,W], "target": int64 [N] (optional)}, INPUT)
+//   OUTPUT : a tuple (logits, used_target, saliency, grad), read with plain torch.load(OUTPUT)
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <torch/serialize.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "salrt/explainer.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: salrt_explain ARTIFACT_DIR INPUT OUTPUT [--backend aoti|torchscript] [--repeat R] [--threads T]\n"
+    "\n"
+    "Explains a batch with a salrt artifact directory (written by `salrt export ... --format aoti,torchscript`).\n"
+    "\n"
+    "  ARTIFACT_DIR       the artifact directory (manifest.json, model.pt2 and/or model.pt)\n"
+    "  INPUT              torch.save({'image': float32 [N,3,H,W], 'target': int64 [N]}, INPUT); 'target' is\n"
+    "                     optional (a negative or absent target explains each image's top class)\n"
+    "  OUTPUT             written as the tuple (logits, used_target, saliency, grad): torch.load(OUTPUT)\n"
+    "  --backend B        aoti (default: model.pt2) or torchscript (model.pt)\n"
+    "  --repeat R         after 3 warm-up runs, time R runs and print their p50 and p99 latency in ms\n"
+    "  --threads T        intra-op threads (at::set_num_threads; default: torch's default)\n"
+    "  -h, --help         print this help\n"
+    "\n"
+    "Errors print one line `error: <message>` on stderr and exit with status 1.\n";
+
+// A message as one line (torch's messages may span several).
+std::string one_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
+}
+
+int fail(const std::string& message) {
+  std::cerr << "error: " << one_line(message) << std::endl;
+  return 1;
+}
+
+long positive_int(const std::string& option, const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  long value = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || value < 1 || value > 1000000)
+    throw salrt::Error(option + " takes a positive integer, got '" + text + "'");
+  return value;
+}
+
+std::vector<char> read_bytes(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw salrt::Error("cannot read " + path + ": " + std::strerror(errno));
+  return std::vector<char>(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+}
+
+struct Batch {
+  at::Tensor image;
+  std::optional<at::Tensor> target;
+};
+
+Batch read_input(const std::string& path) {
+  std::vector<char> bytes = read_bytes(path);
+  const std::string how = ": write it with torch.save({'image': tensor, 'target': tensor}, path)";
+  c10::IValue value;
+  try {
+    value = torch::pickle_load(bytes);
+  } catch (const std::exception& err) {
+    throw salrt::Error(path + " is not a file torch.save wrote (" + one_line(err.what()) + ")" + how);
+  }
+  if (!value.isGenericDict()) throw salrt::Error(path + " holds a " + value.tagKind() + ", not a dict" + how);
+  Batch batch;
+  for (const auto& item : value.toGenericDict()) {
+    if (!item.key().isString()) continue;
+    const std::string& key = item.key().toStringRef();
+    if (key != "image" && key != "target") continue;
+    if (!item.value().isTensor()) throw salrt::Error(path + ": '" + key + "' is not a tensor" + how);
+    if (key == "image") batch.image = item.value().toTensor();
+    else batch.target = item.value().toTensor();
+  }
+  if (!batch.image.defined()) throw salrt::Error(path + " has no 'image' tensor" + how);
+  return batch;
+}
+
+void write_output(const std::string& path, const salrt::Explanation& e) {
+  // A tuple, not a dict: torch::pickle_save tags a c10::Dict with its key/value types, and the default
+  // torch.load (weights_only=True) refuses those tags. A tuple of tensors loads with plain torch.load.
+  auto tuple = c10::ivalue::Tuple::create({e.logits, e.used_target, e.saliency, e.grad});
+  std::vector<char> bytes = torch::pickle_save(c10::IValue(tuple));
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file) throw salrt::Error("cannot write " + path + ": " + std::strerror(errno));
+  file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  file.close();
+  if (!file) throw salrt::Error("cannot write " + path + ": " + std::strerror(errno));
+}
+
+double percentile(std::vector<double> sorted, double q) {  // nearest rank, q in (0, 1]
+  std::sort(sorted.begin(), sorted.end());
+  size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+  return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  size_t n = values.size();
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+int run(int argc, char** argv) {
+  std::vector<std::string> positional;
+  std::string backend = "aoti";
+  long repeat = 0, threads = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (arg.rfind("--", 0) == 0) {
+      std::string name = arg, value;
+      auto eq = arg.find('=');
+      if (eq != std::string::npos) {
+        name = arg.substr(0, eq);
+        value = arg.substr(eq + 1);
+      } else if (name == "--backend" || name == "--repeat" || name == "--threads") {
+        if (i + 1 >= argc) throw salrt::Error(name + " needs a value (see --help)");
+        value = argv[++i];
+      }
+      if (name == "--backend") backend = value;
+      else if (name == "--repeat") repeat = positive_int(name, value);
+      else if (name == "--threads") threads = positive_int(name, value);
+      else throw salrt::Error("unknown option " + name + " (see --help)");
+      continue;
+    }
+    positional.push_back(arg);
+  }
+  if (positional.size() != 3)
+    throw salrt::Error("expected ARTIFACT_DIR INPUT OUTPUT, got " + std::to_string(positional.size()) +
+                       " argument" + (positional.size() == 1 ? "" : "s") + " (see --help)");
+  const std::string &dir = positional[0], &input = positional[1], &output = positional[2];
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+
+  salrt::Explainer explainer(dir, backend);
+  Batch batch = read_input(input);
+  salrt::Explanation result = explainer.explain(batch.image, batch.target);
+  if (repeat > 0) {
+    for (int i = 0; i < 2; ++i) explainer.explain(batch.image, batch.target);  // 3 warm-up runs in all
+    std::vector<double> ms;
+    for (long i = 0; i < repeat; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      result = explainer.explain(batch.image, batch.target);
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    }
+    std::printf("%s %s N=%lld threads=%d: p50 %.2f ms, p99 %.2f ms over %ld runs\n", explainer.model().c_str(),
+                backend.c_str(), static_cast<long long>(batch.image.dim() == 4 ? batch.image.size(0) : 1),
+                at::get_num_threads(), median(ms), percentile(ms, 0.99), repeat);
+  }
+  write_output(output, result);
+  for (int64_t i = 0; i < result.used_target.numel(); ++i) {
+    int64_t k = result.used_target[i].item<int64_t>();
+    const auto& names = explainer.categories();
+    std::printf("image %lld: class %lld (%s), logit %.4f\n", static_cast<long long>(i), static_cast<long long>(k),
+                k >= 0 && k < static_cast<int64_t>(names.size()) ? names[k].c_str() : "?",
+                result.logits[i][k].item<double>());
+  }
+  std::printf("wrote %s\n", output.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const c10::Error& err) {
+    return fail(err.what_without_backtrace());
+  } catch (const std::exception& err) {
+    return fail(err.what());
+  }
+}

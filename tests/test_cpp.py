@@ -1,0 +1,196 @@
+"""The C++ runtime (cpp/): salrt_explain and salrt::Explainer against the Python runtime.
+
+The module fixture runs `make cpp`, which builds build/cpp/salrt_explain when it is missing or older than its
+sources; a failed build fails these tests (it never skips them).
+"""
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import salrt
+from salrt.errors import SalrtError
+
+from conftest import relative_l2
+
+ROOT = Path(__file__).resolve().parents[1]
+BINARY = ROOT / "build" / "cpp" / "salrt_explain"
+BACKENDS = ("aoti", "torchscript")
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    """`make cpp`: the one build recipe (a no-op when the binary is up to date; `make test` ran it already)."""
+    done = subprocess.run(["make", "-s", "cpp"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.fail(f"building the C++ runtime failed (make cpp):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}",
+                    pytrace=False)
+    assert BINARY.is_file(), f"make cpp did not produce {BINARY}"
+    return BINARY
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cpp") / "resnet18"
+    return salrt.export("resnet18", out, formats=["torchscript", "aoti"], weights="random", image_size=64)
+
+
+def run(binary: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def save_input(path: Path, image: torch.Tensor, target=None) -> Path:
+    batch = {"image": image}
+    if target is not None:
+        batch["target"] = target
+    torch.save(batch, path)
+    return path
+
+
+def fresh_batch(n: int = 3, seed: int = 20240601) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)  # not an input the export traced or checked with
+    return torch.randn(n, 3, 64, 64, generator=generator) * 1.5 + 0.1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("target", [[-1, 7, -1], None])
+def test_matches_python(binary, artifact, tmp_path, backend, target):
+    image = fresh_batch()
+    targets = None if target is None else torch.tensor(target)
+    inp = save_input(tmp_path / "in.pt", image, targets)
+    out = tmp_path / "out.pt"
+    done = run(binary, artifact, inp, out, "--backend", backend, "--threads", "2")
+    assert f"wrote {out}" in done.stdout
+
+    logits, used_target, saliency, grad = torch.load(out)  # plain torch.load: a tuple of 4 tensors
+    expected = salrt.load(artifact, backend=backend).explain(image, target=targets)
+    assert used_target.dtype == torch.int64 and torch.equal(used_target, expected.target)
+    if target is not None:
+        assert used_target[1] == 7
+    for name, actual, reference in (("logits", logits, expected.logits), ("grad", grad, expected.grad),
+                                    ("saliency", saliency, expected.saliency)):
+        assert actual.dtype == torch.float32 and actual.shape == reference.shape, name
+        assert relative_l2(actual, reference) <= 1e-5, name
+    assert grad.abs().amax() > 0, "gradient is all zeros"
+
+
+def python_error(call) -> str:
+    with pytest.raises(SalrtError) as err:
+        call()
+    return str(err.value)
+
+
+def assert_error(done: subprocess.CompletedProcess, message: str) -> None:
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert message in lines[0], (message, lines[0])
+
+
+def test_artifact_errors_match_python(binary, artifact, tmp_path):
+    inp = save_input(tmp_path / "in.pt", fresh_batch(1))
+    out = tmp_path / "out.pt"
+
+    missing = tmp_path / "no-such-dir"
+    assert_error(run(binary, missing, inp, out, check=False),
+                 f"{missing} is not a salrt artifact directory (no manifest.json)")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_error(run(binary, empty, inp, out, check=False), python_error(lambda: salrt.load(str(empty))))
+
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    (tampered / "model.pt2").write_bytes((artifact / "model.pt2").read_bytes()[:100_000])
+    message = python_error(lambda: salrt.load(str(tampered), backend="aoti"))
+    assert "sha256 mismatch" in message
+    assert_error(run(binary, tampered, inp, out, check=False), message)
+    message = python_error(lambda: salrt.load(str(tampered), backend="torchscript"))
+    assert message == f"{tampered / 'model.pt'} is missing"
+    assert_error(run(binary, tampered, inp, out, "--backend", "torchscript", check=False), message)
+
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2, "salrt_version": "9.0"}))
+    message = python_error(lambda: salrt.load(str(newer), backend="aoti"))
+    assert "in artifact format 2" in message
+    assert_error(run(binary, newer, inp, out, check=False), message)
+
+    only_ts = tmp_path / "only-torchscript"
+    only_ts.mkdir()
+    (only_ts / "manifest.json").write_text(json.dumps({**manifest, "files": {"torchscript": manifest["files"]["torchscript"]}}))
+    message = python_error(lambda: salrt.load(str(only_ts), backend="aoti"))
+    assert_error(run(binary, only_ts, inp, out, check=False), message)
+
+    python_message = python_error(lambda: salrt.load(str(artifact), backend="onnx"))
+    assert python_message.startswith("unknown backend 'onnx'")
+    assert_error(run(binary, artifact, inp, out, "--backend", "onnx", check=False),
+                 "unknown backend 'onnx'; choose from aoti, torchscript")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_errors_match_python(binary, artifact, tmp_path, backend):
+    explainer = salrt.load(artifact, backend=backend)
+    out = tmp_path / "out.pt"
+    nan = fresh_batch()
+    nan[0, 1, 2, 3] = float("nan")
+    nan[2, 0, 0, 0] = float("inf")
+    one_nan = fresh_batch(2)
+    one_nan[1, 2, 5, 5] = float("nan")
+    cases = {
+        "dtype and shape": (torch.randn(2, 3, 224, 224, dtype=torch.float64), None),
+        "size": (torch.randn(2, 3, 32, 32), None),
+        "NaN and Inf": (nan, None),
+        "one NaN": (one_nan, None),
+        "out of range": (fresh_batch(), torch.tensor([1000, -1, 3])),
+        "target count": (fresh_batch(2), torch.tensor([1, 2, 3])),
+    }
+    for case, (image, target) in cases.items():
+        message = python_error(lambda: explainer.explain(image, target=target))
+        inp = save_input(tmp_path / "in.pt", image, target)
+        assert_error(run(binary, artifact, inp, out, "--backend", backend, check=False), message)
+        assert not out.exists(), case
+    assert "takes a float32 [N, 3, 64, 64] tensor, got float64 [2, 3, 224, 224]" in \
+        python_error(lambda: explainer.explain(cases["dtype and shape"][0]))
+    assert "images 0, 2 of the batch hold NaN or Inf values" in python_error(lambda: explainer.explain(nan))
+
+
+def test_bad_arguments(binary, artifact, tmp_path):
+    done = run(binary, "--help")
+    assert done.stdout.startswith("usage: salrt_explain ARTIFACT_DIR INPUT OUTPUT") and "--repeat" in done.stdout
+    inp = save_input(tmp_path / "in.pt", fresh_batch(1))
+    for args, message in (((), "expected ARTIFACT_DIR INPUT OUTPUT"),
+                          ((artifact, inp, tmp_path / "o.pt", "--repeat", "0"), "--repeat takes a positive integer"),
+                          ((artifact, inp, tmp_path / "o.pt", "--threads"), "--threads needs a value"),
+                          ((artifact, inp, tmp_path / "o.pt", "--fast"), "unknown option --fast"),
+                          ((artifact, tmp_path / "none.pt", tmp_path / "o.pt"), "cannot read"),
+                          ((artifact, artifact / "manifest.json", tmp_path / "o.pt"), "is not a file torch.save wrote")):
+        assert_error(run(binary, *args, check=False), message)
+    torch.save({"images": fresh_batch(1)}, tmp_path / "wrong-key.pt")
+    assert_error(run(binary, artifact, tmp_path / "wrong-key.pt", tmp_path / "o.pt", check=False),
+                 "has no 'image' tensor")
+
+
+def test_no_libpython(binary):
+    linked = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    assert "libtorch_cpu" in linked and "not found" not in linked, linked
+    assert "libpython" not in linked, linked
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_repeat_prints_latency(binary, artifact, tmp_path, backend):
+    inp = save_input(tmp_path / "in.pt", fresh_batch(1), torch.tensor([3]))
+    done = run(binary, artifact, inp, tmp_path / "out.pt", "--backend", backend, "--repeat", "5", "--threads", "2")
+    match = re.search(r"p50 ([0-9.]+) ms, p99 ([0-9.]+) ms over 5 runs", done.stdout)
+    assert match, done.stdout
+    assert 0 < float(match[1]) <= float(match[2])
+    assert torch.load(tmp_path / "out.pt")[1].tolist() == [3]
+
