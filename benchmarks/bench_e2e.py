@@ -1,7 +1,7 @@
-"""ResNet-50 saliency on every salrt backend against the naive eager recipe (``seed``) and the plain forward.
+"""ResNet-50 saliency on every salrt backend against the naive eager recipe (``naive``) and the plain forward.
 
     python benchmarks/bench_e2e.py            # full run: N=1 and 8, all backends; updates README + docs/
-    python benchmarks/bench_e2e.py --quick    # N=1, no AOTInductor, under 2 minutes
+    python benchmarks/bench_e2e.py --quick    # N=1, no compiled (AOTInductor) formats, under 2 minutes
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from salrt import bench
+from salrt.formats import MEASURED_BACKENDS, QUICK_BACKENDS
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
@@ -28,7 +29,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--batch", default="1,8")
-    parser.add_argument("--backends", default="eager,torchscript,onnxruntime,aoti")
+    parser.add_argument("--backends", default=",".join(MEASURED_BACKENDS))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where bench-e2e.json/.png go")
@@ -37,7 +38,7 @@ def main(argv=None) -> dict:
     batches = [int(n) for n in args.batch.split(",")]
     backends = [b for b in args.backends.split(",") if b]
     if args.quick:
-        batches, backends, args.rounds = batches[:1], [b for b in backends if b != "aoti"], min(args.rounds, 5)
+        batches, backends, args.rounds = batches[:1], [b for b in backends if b in QUICK_BACKENDS], min(args.rounds, 5)
     report = bench.benchmark(args.model, batches, backends, rounds=args.rounds)
     print(bench.table(report))
     args.out.mkdir(parents=True, exist_ok=True)

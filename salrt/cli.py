@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .errors import SalrtError
-from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS
+from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
 
 
 class _Cli(click.Group):
@@ -85,7 +85,7 @@ def explain(source, images, target, out_dir, backend, device, weights, batch_siz
 @click.option("--weights", default="random", show_default=True)
 @click.option("--rounds", default=10, show_default=True, help="timed rounds per backend and batch")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu"]))
-@click.option("--quick", is_flag=True, help="N=1 only, 5 rounds, no aoti (which compiles for minutes)")
+@click.option("--quick", is_flag=True, help=f"N=1 only, 5 rounds, only {', '.join(QUICK_BACKENDS)} (no compiled formats)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="PNG bar chart")
 @click.option("--cache", type=click.Path(path_type=Path), default=Path(".salrt-bench"), show_default=True,
@@ -96,7 +96,7 @@ def bench(model, batch, backends, weights, rounds, device, quick, json_path, plo
     backends = [b.strip() for b in backends.split(",") if b.strip()]
     batches = [int(n) for n in batch.split(",")]
     if quick:
-        batches, rounds, backends = [1], 5, [b for b in backends if b != "aoti"]
+        batches, rounds, backends = [1], 5, [b for b in backends if b in QUICK_BACKENDS]
     report = benchmarks.benchmark(model, batches, backends, weights=weights, rounds=rounds, cache=cache,
                                   progress=_progress)
     click.echo(benchmarks.table(report))

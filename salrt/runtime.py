@@ -11,7 +11,7 @@ import torch
 from . import ops
 from .artifact import describe, is_artifact_dir, preprocessing_of, read_manifest, verified_file
 from .errors import InputError
-from .formats import AUTO, BY_BACKEND, EAGER, LARGE_BATCH, Run, auto_backends, check_backend
+from .formats import AUTO, BY_BACKEND, EAGER, Run, auto_routes, check_backend
 from .graph import input_gradient
 from .images import ImageLike, open_image, to_batch
 from .models import available_models, load_model
@@ -36,16 +36,16 @@ class Explanation:
 
 
 class Explainer:
-    """Computes saliency maps on one device with one backend, or two that ``auto`` routes between by batch
-    size. Make it with ``salrt.load``. Backends load on first use; ``explain`` may be called from many
+    """Computes saliency maps on one device with one backend, or several that ``auto`` routes between by
+    batch size. Make it with ``salrt.load``. Backends load on first use; ``explain`` may be called from many
     threads."""
 
-    def __init__(self, loaders: dict[str, Callable[[], Run]], small_batch_backend: str, large_batch_backend: str,
-                 manifest: dict, device: torch.device):
+    def __init__(self, loaders: dict[str, Callable[[], Run]], routes: list[tuple[int, str]], manifest: dict,
+                 device: torch.device):
         self._loaders = loaders
         self._runs: dict[str, Run] = {}
         self._loading = threading.Lock()
-        self._small, self._large = small_batch_backend, large_batch_backend
+        self._routes = sorted(routes)  # [(smallest batch size, backend), ...]
         self.manifest = manifest
         self.model: str = manifest["model"]
         self.preprocessing = preprocessing_of(manifest)
@@ -54,16 +54,16 @@ class Explainer:
 
     @property
     def backends(self) -> tuple[str, ...]:
-        """The backends this explainer runs: one, or (small-batch, large-batch) when ``auto`` routes."""
-        return tuple(dict.fromkeys((self._small, self._large)))
+        """The backends this explainer runs, smallest batch sizes first: one, or several when ``auto`` routes."""
+        return tuple(dict.fromkeys(backend for _, backend in self._routes))
 
     @property
     def backend(self) -> str:
         """The backend that runs every call, or "auto" when it depends on the batch size (``backend_for``)."""
-        return self._small if self._small == self._large else AUTO
+        return self.backends[0] if len(self.backends) == 1 else AUTO
 
     def backend_for(self, batch_size: int) -> str:
-        return self._large if batch_size >= LARGE_BATCH else self._small
+        return [backend for smallest, backend in self._routes if smallest <= batch_size][-1]
 
     @property
     def inputs(self) -> list[dict]:
@@ -80,7 +80,7 @@ class Explainer:
 
     def __repr__(self) -> str:
         routes = self.backend if self.backend != AUTO else \
-            f"auto: {self._small} for N < {LARGE_BATCH}, {self._large} from N = {LARGE_BATCH}"
+            "auto: " + ", ".join(f"{backend} from N={smallest}" for smallest, backend in self._routes)
         return f"Explainer(model={self.model!r}, backend={routes!r}, device={str(self.device)!r})"
 
     def preprocess(self, images: Union[ImageLike, Sequence[ImageLike]]) -> torch.Tensor:
@@ -200,7 +200,7 @@ def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch
             raise InputError(f"backend {backend!r} needs an artifact directory: run `salrt export {source}`, "
                              f"then load {source + '/'!r}")
         spec = load_model(source, weights)
-        return Explainer({EAGER: lambda: _eager_run(spec.module, device)}, EAGER, EAGER, describe(spec), device)
+        return Explainer({EAGER: lambda: _eager_run(spec.module, device)}, [(1, EAGER)], describe(spec), device)
     if Path(source).is_dir():
         return _load_artifact(Path(source), backend, device)
     raise InputError(f"{source} is neither an artifact directory nor a known model name")
@@ -208,17 +208,17 @@ def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch
 
 def _load_artifact(directory: Path, backend: str, device: torch.device) -> Explainer:
     manifest = read_manifest(directory)
-    small, large = auto_backends(device, manifest["files"]) if backend == AUTO else (backend, backend)
+    routes = auto_routes(device, manifest["files"]) if backend == AUTO else [(1, backend)]
     loaders = {}
-    for name in {small, large}:
+    for name in {backend for _, backend in routes}:
         if name == EAGER:
             loaders[name] = lambda: _eager_run(load_model(manifest["model"], manifest["weights"]).module, device)
         else:
             path = verified_file(directory, manifest, BY_BACKEND[name].name)  # now: a bad file fails the load
             loaders[name] = lambda load=BY_BACKEND[name].load, path=path: load(path, device)
-    explainer = Explainer(loaders, small, large, manifest, device)
-    if small == large:
-        explainer._run(small)  # a single backend loads now, so load() reports a file its runtime refuses
+    explainer = Explainer(loaders, routes, manifest, device)
+    if len(explainer.backends) == 1:
+        explainer._run(explainer.backend)  # a single backend loads now: load() reports a file its runtime refuses
     return explainer
 
 

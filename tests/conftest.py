@@ -86,3 +86,14 @@ def exported(tmp_path_factory):
                                       weights=weights, image_size=image_size)
         return cache[key]
     return get
+
+
+def without_format(artifact, fmt: str, directory):
+    """A copy of ``artifact`` whose manifest no longer lists ``fmt`` (the other files are untouched)."""
+    import json
+    import shutil
+    copy = shutil.copytree(artifact, directory / f"without-{fmt}")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"][fmt]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy

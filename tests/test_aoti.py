@@ -8,9 +8,9 @@ import torch
 import salrt
 from salrt.models import load_model
 
-from conftest import assert_matches_reference, relative_l2
+from conftest import assert_matches_reference, relative_l2, without_format
 
-FORMATS = ("aoti", "onnx", "torchscript")
+FORMATS = ("aoti", "aoti_n1", "onnx", "torchscript")
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +18,9 @@ def artifact(exported):
     return exported("resnet18", formats=FORMATS)
 
 
-def test_aoti_matches_float64_autograd(artifact, photo_batch):
-    explainer = salrt.load(artifact, backend="aoti")
+@pytest.mark.parametrize("backend", ["aoti", "aoti_n1"])
+def test_aoti_matches_float64_autograd(artifact, photo_batch, backend):
+    explainer = salrt.load(artifact, backend=backend)
     module = load_model("resnet18", "random").module
     image, target = photo_batch
     for n in (1, 3):
@@ -28,6 +29,23 @@ def test_aoti_matches_float64_autograd(artifact, photo_batch):
                                  image[:n], target[:n])
         scripted = salrt.load(artifact, backend="torchscript").explain(image[:n], target=target[:n])
         assert relative_l2(result.grad, scripted.grad) < 1e-2
+
+
+def test_single_image_package_is_specialized_and_runs_batches_image_by_image(artifact, random_inputs):
+    import json
+    entry = json.loads((artifact / "manifest.json").read_text())["files"]["aoti_n1"]
+    assert entry["file"] == "model_n1.pt2" and entry["batch"] == 1
+    image, target = random_inputs
+    one_by_one = salrt.load(artifact, backend="aoti_n1").explain(image, target=target)
+    dynamic = salrt.load(artifact, backend="aoti").explain(image, target=target)
+    assert torch.equal(one_by_one.target, dynamic.target)
+    assert relative_l2(one_by_one.grad, dynamic.grad) < 1e-2
+    assert one_by_one.grad.shape == image.shape
+    # Why the loader feeds it one image at a time: the package checks no shapes, and given two images it
+    # silently explains the first one only.
+    with torch.no_grad():
+        raw = torch._inductor.aoti_load_package(str(artifact / "model_n1.pt2"))(image[:2], target[:2])
+    assert raw[3].shape[0] == 1
 
 
 def test_loads_with_torch_alone(artifact, random_inputs, tmp_path):
@@ -46,21 +64,23 @@ assert "salrt" not in sys.modules
     torch.testing.assert_close(torch.load(tmp_path / "saliency.pt"), expected)
 
 
-def test_auto_routes_small_batches_to_onnxruntime_and_large_ones_to_aoti(artifact, random_inputs):
-    from salrt.formats import LARGE_BATCH
-    auto = salrt.load(artifact)
+def test_auto_routes_each_batch_size_to_its_backend(artifact, random_inputs, tmp_path):
+    image = torch.cat([random_inputs[0]] * 2)[:4]
+    everything = salrt.load(artifact)
+    assert everything.backend == "aoti_n1" and everything.explain(image).backend == "aoti_n1"
+    auto = salrt.load(without_format(artifact, "aoti_n1", tmp_path))
     assert auto.backend == "auto" and auto.backends == ("onnxruntime", "aoti")
-    image = torch.cat([random_inputs[0]] * 2)[:LARGE_BATCH]
-    for n, backend in ((1, "onnxruntime"), (LARGE_BATCH - 1, "onnxruntime"), (LARGE_BATCH, "aoti")):
+    for n, backend in ((1, "onnxruntime"), (3, "onnxruntime"), (4, "aoti")):
         assert auto.backend_for(n) == backend
         result = auto.explain(image[:n])
         assert result.backend == backend
         expected = salrt.load(artifact, backend=backend).explain(image[:n])
         assert expected.backend == backend
         torch.testing.assert_close(result.grad, expected.grad)
+    assert "onnxruntime from N=1, aoti from N=4" in repr(auto)
 
 
-@pytest.mark.parametrize("backend", ["auto", "eager", "torchscript", "onnxruntime", "aoti"])
+@pytest.mark.parametrize("backend", ["auto", "eager", "torchscript", "onnxruntime", "aoti", "aoti_n1"])
 def test_non_finite_images_are_refused_by_every_backend(artifact, random_inputs, backend):
     from salrt.errors import InputError
     explainer = salrt.load(artifact, backend=backend)

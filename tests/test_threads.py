@@ -6,12 +6,14 @@ import torch
 
 import salrt
 
+from conftest import without_format
+
 THREADS, CALLS = 8, 25
 
 
 @pytest.fixture(scope="module")
 def artifact(exported):
-    return exported("resnet18", formats=("torchscript", "onnx", "aoti"), image_size=64)
+    return exported("resnet18", formats=("torchscript", "onnx", "aoti", "aoti_n1"), image_size=64)
 
 
 def _calls():
@@ -26,8 +28,10 @@ def _calls():
     return calls
 
 
-@pytest.mark.parametrize("backend", ["auto", "eager", "torchscript", "onnxruntime", "aoti"])
-def test_concurrent_calls_match_serial_calls(artifact, backend):
+@pytest.mark.parametrize("backend", ["auto", "eager", "torchscript", "onnxruntime", "aoti", "aoti_n1"])
+def test_concurrent_calls_match_serial_calls(artifact, backend, tmp_path):
+    if backend == "auto":  # without the single-image package, auto routes between two backends
+        artifact = without_format(artifact, "aoti_n1", tmp_path)
     calls = _calls()
     serial_explainer = salrt.load(artifact, backend=backend)
     serial = [serial_explainer.explain(image, target=target) for image, target in calls]

@@ -26,23 +26,30 @@ class Format:
     backend: str   # what `--backend` calls the runtime that runs it
     write: Callable[[torch.fx.GraphModule, Path, dict], dict]
     load: Callable[[Path, torch.device], Run]
+    compiles: bool = False  # its export runs a C++ compiler (minutes on a large model)
 
 
 FORMATS = {f.name: f for f in (
     Format("torchscript", "model.pt", "torchscript", torchscript.write, torchscript.load),
     Format("onnx", "model.onnx", "onnxruntime", onnx.write, onnx.load),
-    Format("aoti", "model.pt2", "aoti", aoti.write, aoti.load),
+    Format("aoti", "model.pt2", "aoti", aoti.write, aoti.load, compiles=True),
+    Format("aoti_n1", "model_n1.pt2", "aoti_n1", aoti.write_single_image, aoti.load_single_image, compiles=True),
 )}
 BY_BACKEND = {f.backend: f for f in FORMATS.values()}
 AUTO, EAGER = "auto", "eager"  # eager: the model in PyTorch with the fused op, no artifact file needed
 BACKENDS = (AUTO, EAGER, *BY_BACKEND)
 MEASURED_BACKENDS = (EAGER, *BY_BACKEND)  # what `salrt bench` times by default
+QUICK_BACKENDS = (EAGER, *(f.backend for f in FORMATS.values() if not f.compiles))  # what --quick times
 
-# What "auto" takes, fastest first, per device (measured in benchmarks/bench_e2e.py). On the CPU, onnxruntime
-# leads at N=1 and aoti at N=8: with both present, batches of LARGE_BATCH or more go to aoti.
-AUTO_ORDER = {"cpu": ("onnxruntime", "aoti", "torchscript"), "cuda": ("torchscript", "onnxruntime")}
-LARGE_BATCH_BACKEND = {"cpu": "aoti"}
-LARGE_BATCH = 4
+# What "auto" runs, per device and batch size (measured in benchmarks/bench_e2e.py): from each row's batch
+# size up to the next row's, the first backend in its list whose format the artifact holds. On the CPU the
+# frozen single-image package leads at N=1 and, image by image, at N=8 too; without it onnxruntime leads at
+# N=1 and aoti at N=8.
+AUTO_ROUTES = {
+    "cpu": ((1, ("aoti_n1", "onnxruntime", "aoti", "torchscript")),
+            (4, ("aoti_n1", "aoti", "onnxruntime", "torchscript"))),
+    "cuda": ((1, ("torchscript", "onnxruntime")),),
+}
 
 
 def parse_formats(formats) -> list[str]:
@@ -60,9 +67,10 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def auto_backends(device: torch.device, formats) -> tuple[str, str]:
-    """(backend for small batches, backend for batches of LARGE_BATCH or more) among an artifact's formats."""
-    present = [b for b in AUTO_ORDER[device.type] if BY_BACKEND[b].name in formats]
-    small = present[0] if present else EAGER
-    large = LARGE_BATCH_BACKEND.get(device.type)
-    return small, large if large in present else small
+def auto_routes(device: torch.device, formats) -> list[tuple[int, str]]:
+    """[(smallest batch size, backend), ...] that "auto" takes among an artifact's formats (eager if none)."""
+    routes = []
+    for smallest, preference in AUTO_ROUTES[device.type]:
+        present = [backend for backend in preference if BY_BACKEND[backend].name in formats]
+        routes.append((smallest, present[0] if present else EAGER))
+    return routes

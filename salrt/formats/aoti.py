@@ -1,4 +1,10 @@
-"""AOTInductor (``model.pt2``): the graph compiled ahead of time for this machine's CPU."""
+"""AOTInductor: the graph compiled ahead of time for this machine's CPU.
+
+``model.pt2`` takes any batch size. ``model_n1.pt2`` is specialized to one image and frozen (weights folded
+and pre-packed for that shape): the lowest single-image latency, at the cost of a larger file. The package
+checks no shapes (given two images it silently explains the first only), so its loader runs a larger batch
+one image at a time.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,22 +15,42 @@ from .. import _torch
 from ..errors import ArtifactError
 from ..graph import exported_program
 
+_LOADS_WITH = "torch._inductor.aoti_load_package (torch only), or AOTIModelPackageLoader in C++"
+
 
 def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
     _torch.aoti_compile(exported_program(graph, description["input_size"]), str(path))
-    return {"loads_with": "torch._inductor.aoti_load_package (torch only), or AOTIModelPackageLoader in C++",
-            "device": "cpu"}
+    return {"loads_with": _LOADS_WITH, "device": "cpu"}
+
+
+def write_single_image(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
+    _torch.aoti_compile(exported_program(graph, description["input_size"], batch=1), str(path), freeze=True)
+    return {"loads_with": _LOADS_WITH, "device": "cpu", "batch": 1}
+
+
+def _package(path: Path, device: torch.device):
+    if device.type != "cpu":
+        raise ArtifactError(f"{path.name} is compiled for the CPU; use backend 'torchscript' on CUDA")
+    try:
+        return _torch.aoti_load(str(path))
+    except Exception as err:  # a package from another torch or machine fails to load in many ways
+        raise ArtifactError(f"cannot load {path} (compiled by another torch or for another CPU?): {err}") from None
 
 
 def load(path: Path, device: torch.device):
-    if device.type != "cpu":
-        raise ArtifactError("model.pt2 is compiled for the CPU; use backend 'torchscript' on CUDA")
-    try:
-        compiled = _torch.aoti_load(str(path))
-    except Exception as err:  # a package from another torch or machine fails to load in many ways
-        raise ArtifactError(f"cannot load {path} (compiled by another torch or for another CPU?): {err}") from None
+    compiled = _package(path, device)
 
     def run(image: torch.Tensor, target: torch.Tensor):
         with torch.no_grad():
             return tuple(compiled(image, target))
+    return run
+
+
+def load_single_image(path: Path, device: torch.device):
+    compiled = _package(path, device)
+
+    def run(image: torch.Tensor, target: torch.Tensor):
+        with torch.no_grad():
+            per_image = [compiled(image[i:i + 1], target[i:i + 1]) for i in range(image.shape[0])]
+        return tuple(torch.cat(outputs) for outputs in zip(*per_image))
     return run

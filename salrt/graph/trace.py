@@ -1,6 +1,8 @@
 """Trace a model into an aten FX graph with a symbolic batch and its weights as graph constants."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .. import _torch
@@ -44,9 +46,14 @@ def trace_with_constant_weights(module: torch.nn.Module, fn, inputs: tuple, deco
     return gm
 
 
-def exported_program(graph: torch.fx.GraphModule, size: list[int]) -> torch.export.ExportedProgram:
-    """The graph as a torch.export program with a dynamic batch (what the ONNX and AOTI writers take)."""
-    image = torch.zeros(TRACE_BATCH, 3, *size)
-    target = torch.full((TRACE_BATCH,), -1, dtype=torch.int64)
-    batch = torch.export.Dim("N", min=1, max=65536)
-    return torch.export.export(graph, (image, target), dynamic_shapes=({0: batch}, {0: batch}))
+def exported_program(graph: torch.fx.GraphModule, size: list[int], batch: Optional[int] = None
+                     ) -> torch.export.ExportedProgram:
+    """The graph as a torch.export program (what the ONNX and AOTI writers take): with a dynamic batch, or
+    specialized to a fixed ``batch`` size."""
+    n = batch or TRACE_BATCH
+    image = torch.zeros(n, 3, *size)
+    target = torch.full((n,), -1, dtype=torch.int64)
+    if batch is not None:
+        return torch.export.export(graph, (image, target))
+    dynamic = torch.export.Dim("N", min=1, max=65536)
+    return torch.export.export(graph, (image, target), dynamic_shapes=({0: dynamic}, {0: dynamic}))
