@@ -18,7 +18,7 @@ from conftest import relative_l2
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "build" / "cpp" / "salrt_explain"
-BACKENDS = ("aoti", "torchscript")
+BACKENDS = ("aoti", "aoti_n1", "torchscript")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def binary() -> Path:
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cpp") / "resnet18"
-    return salrt.export("resnet18", out, formats=["torchscript", "aoti"], weights="random", image_size=64)
+    return salrt.export("resnet18", out, formats=["torchscript", "aoti", "aoti_n1"], weights="random", image_size=64)
 
 
 def run(binary: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
@@ -132,7 +132,7 @@ def test_artifact_errors_match_python(binary, artifact, tmp_path):
     python_message = python_error(lambda: salrt.load(str(artifact), backend="onnx"))
     assert python_message.startswith("unknown backend 'onnx'")
     assert_error(run(binary, artifact, inp, out, "--backend", "onnx", check=False),
-                 "unknown backend 'onnx'; choose from aoti, torchscript")
+                 "unknown backend 'onnx'; choose from aoti, aoti_n1, torchscript")
     assert not out.exists()
 
 

@@ -186,13 +186,13 @@ Explainer::Explainer(const std::string& artifact_dir, const std::string& backend
     : impl_(std::make_unique<Impl>()) {
   bool known = false;
   for (const char* b : kBackends) known = known || backend == b;
-  if (!known) throw Error("unknown backend '" + backend + "'; choose from aoti, torchscript");
+  if (!known) throw Error("unknown backend '" + backend + "'; choose from aoti, aoti_n1, torchscript");
   if (aoti_runners == 0) throw Error("aoti_runners must be 1 or more");
   impl_->dir = display_dir(artifact_dir);
   impl_->backend = backend;
   impl_->read_manifest();
   std::string path = impl_->verified_file();
-  if (backend == "aoti") {
+  if (backend.starts_with("aoti")) {
     try {
       impl_->aoti = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
           path, "model", /*run_single_threaded=*/false, aoti_runners, /*device_index=*/-1);
@@ -257,7 +257,15 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
   // tensors, not inference tensors, so callers may use them anywhere.
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> out;
-  if (m.aoti) {
+  if (m.aoti && m.backend == "aoti_n1") {
+    // The single-image package checks no shapes (given two images it explains the first only): one by one.
+    std::vector<std::vector<at::Tensor>> per_output(4);
+    for (int64_t i = 0; i < n; ++i) {
+      auto one = m.aoti->run({batch.narrow(0, i, 1), targets.narrow(0, i, 1)});
+      for (size_t k = 0; k < one.size() && k < per_output.size(); ++k) per_output[k].push_back(one[k]);
+    }
+    for (auto& pieces : per_output) out.push_back(at::cat(pieces));
+  } else if (m.aoti) {
     out = m.aoti->run({batch, targets});
   } else {
     auto result = m.torchscript->forward({batch, targets});

@@ -23,15 +23,16 @@
 namespace {
 
 const char* kUsage =
-    "usage: salrt_explain ARTIFACT_DIR INPUT OUTPUT [--backend aoti|torchscript] [--repeat R] [--threads T]\n"
+    "usage: salrt_explain ARTIFACT_DIR INPUT OUTPUT [--backend aoti|aoti_n1|torchscript] [--repeat R] [--threads T]\n"
     "\n"
-    "Explains a batch with a salrt artifact directory (written by `salrt export ... --format aoti,torchscript`).\n"
+    "Explains a batch with a salrt artifact directory (written by `salrt export ... --format aoti,aoti_n1,torchscript`).\n"
     "\n"
     "  ARTIFACT_DIR       the artifact directory (manifest.json, model.pt2 and/or model.pt)\n"
     "  INPUT              torch.save({'image': float32 [N,3,H,W], 'target': int64 [N]}, INPUT); 'target' is\n"
     "                     optional (a negative or absent target explains each image's top class)\n"
     "  OUTPUT             written as the tuple (logits, used_target, saliency, grad): torch.load(OUTPUT)\n"
-    "  --backend B        aoti (default: model.pt2) or torchscript (model.pt)\n"
+    "  --backend B        aoti (default: model.pt2), aoti_n1 (model_n1.pt2: fastest, one image at a time)\n"
+    "                     or torchscript (model.pt)\n"
     "  --repeat R         after 3 warm-up runs, time R runs and print their p50 and p99 latency in ms\n"
     "  --threads T        intra-op threads (at::set_num_threads; default: torch's default)\n"
     "  -h, --help         print this help\n"

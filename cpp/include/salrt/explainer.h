@@ -36,7 +36,8 @@ struct Explanation {
 class Explainer {
  public:
   // Reads `artifact_dir`/manifest.json (artifact format 1), verifies the backend's file against its sha256
-  // and loads it. backend: "aoti" (model.pt2, an AOTInductor CPU package) or "torchscript" (model.pt).
+  // and loads it. backend: "aoti" (model.pt2, an AOTInductor CPU package), "aoti_n1" (model_n1.pt2, the
+  // frozen single-image package: the fastest on CPU; a batch runs one image at a time) or "torchscript".
   // aoti_runners: model instances the AOTI package holds; calls from several threads run concurrently on
   // up to this many instances and queue for one otherwise (ignored for torchscript).
   explicit Explainer(const std::string& artifact_dir, const std::string& backend = "aoti",
@@ -51,7 +52,7 @@ class Explainer {
   Explanation explain(const at::Tensor& image, std::optional<at::Tensor> target = std::nullopt) const;
 
   const std::string& model() const;                   // "resnet18"
-  const std::string& backend() const;                 // "aoti" or "torchscript"
+  const std::string& backend() const;                 // "aoti", "aoti_n1" or "torchscript"
   const std::vector<std::string>& categories() const;  // class names, index = class id
   std::array<int64_t, 2> input_size() const;          // {H, W}
   const std::string& artifact_dir() const;
@@ -62,7 +63,7 @@ class Explainer {
 };
 
 // The backends this library runs, and the artifact format version it reads.
-inline constexpr const char* kBackends[] = {"aoti", "torchscript"};
+inline constexpr const char* kBackends[] = {"aoti", "aoti_n1", "torchscript"};
 inline constexpr int kFormatVersion = 1;
 
 // Lower-case hex SHA-256 of a file (throws salrt::Error if it cannot be read).
