@@ -1,5 +1,5 @@
 // Schema of the salrt operators, their Autograd kernels, and the Python module entry point.
-// Device implementations live in cpu/ and cuda/; the fake (meta) kernels are registered in salrt/ops.py.
+// Device implementations live in cpu/ and cuda/; the fake (meta) kernels are registered in salrt/ops/fake.py.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <Python.h>

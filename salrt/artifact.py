@@ -70,10 +70,15 @@ def read_manifest(directory: Path) -> dict:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{path} is corrupt: {err}") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path} is corrupt: not a JSON object")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{directory} was written by salrt {manifest.get('salrt_version', '?')} in artifact "
                             f"format {manifest.get('format_version')}; this salrt {__version__} reads format "
                             f"{FORMAT_VERSION}: export it again")
+    missing = [key for key in ("model", "weights", "preprocessing", "categories", "files") if key not in manifest]
+    if missing or not isinstance(manifest["files"], dict):
+        raise ArtifactError(f"{path} is corrupt: {', '.join(missing) or 'files'} missing or malformed")
     return manifest
 
 
@@ -107,7 +112,7 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
             (then torchvision's ImageNet preprocessing is recorded).
         out_dir: the directory to write; an existing salrt artifact directory there is replaced, any other
             existing non-empty path is refused.
-        formats: names from ``salrt.formats.FORMATS`` ("torchscript", "onnx", "aoti"), or one
+        formats: names from ``salrt.formats.FORMATS`` ("torchscript", "onnx", "aoti", "aoti_n1"), or one
             comma-separated string.
         weights: "default" (pretrained), "random" (seeded initialisation) or the path of a state dict; for
             a model name only.

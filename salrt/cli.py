@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -26,6 +27,9 @@ class _Cli(click.Group):
 @click.version_option(package_name="salrt")
 def main():
     """Gradient saliency maps as deployable graphs."""
+    # PIL warns about large images as it opens them; salrt refuses those with an error line of its own.
+    from PIL import Image
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _progress(message: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import BinaryIO, Iterable, Union
 
@@ -21,7 +20,7 @@ ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]
 # Decoding allocates width x height x 3 bytes before any check of ours could run, so a small PNG that
 # claims 20000 x 20000 pixels would take 1.2 GB. Sizes are read from the header and refused first.
 MAX_PIXELS_VARIABLE = "SALRT_MAX_IMAGE_PIXELS"
-DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels: above any camera photo in common use
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default warning limit (~89 megapixels)
 
 
 def max_pixels() -> int:
@@ -30,9 +29,11 @@ def max_pixels() -> int:
     try:
         limit = int(value) if value else DEFAULT_MAX_PIXELS
     except ValueError:
-        raise InputError(f"{MAX_PIXELS_VARIABLE} must be a whole number of pixels, got {value!r}") from None
+        limit = 0
+    if limit <= 0:
+        raise InputError(f"{MAX_PIXELS_VARIABLE} must be a positive whole number of pixels, got {value!r}")
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = limit  # the user raised the limit: PIL's own (lower) check must not veto it
+        Image.MAX_IMAGE_PIXELS = limit  # raised by the user on purpose: PIL's own check must not veto it
     return limit
 
 
@@ -58,14 +59,12 @@ def open_image(source: ImageLike) -> Image.Image:
 def decode(file: BinaryIO, name: str) -> Image.Image:
     """Decode an encoded image fully (a truncated file fails here, not halfway through a batch), after
     refusing one whose header promises more than ``max_pixels()`` pixels."""
-    limit = max_pixels()
+    limit = max_pixels()  # never below PIL's own limit, so PIL warns about nothing we accept
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies instead
-            with Image.open(file) as image:
-                _check_size(image.width * image.height, limit, name, f"{image.width}x{image.height} is ")
-                image.load()
-                return image.convert("RGB")
+        with Image.open(file) as image:
+            _check_size(image.width * image.height, limit, name, f"{image.width}x{image.height} is ")
+            image.load()
+            return image.convert("RGB")
     except Image.DecompressionBombError as err:  # PIL refuses sizes above twice its own limit while opening
         found = re.search(r"\((\d+) pixels\)", str(err))
         _check_size(int(found.group(1)) if found else limit + 1, limit, name, "")

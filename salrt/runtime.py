@@ -10,7 +10,7 @@ import torch
 
 from . import ops
 from .artifact import describe, is_artifact_dir, preprocessing_of, read_manifest, verified_file
-from .errors import InputError
+from .errors import ArtifactError, InputError
 from .formats import AUTO, BY_BACKEND, EAGER, Run, auto_routes, check_backend
 from .graph import input_gradient
 from .images import ImageLike, open_image, to_batch
@@ -37,8 +37,8 @@ class Explanation:
 
 class Explainer:
     """Computes saliency maps on one device with one backend, or several that ``auto`` routes between by
-    batch size. Make it with ``salrt.load``. Backends load on first use; ``explain`` may be called from many
-    threads."""
+    batch size. Make it with ``salrt.load``. A single backend loads in ``salrt.load``; ``auto``'s several load
+    on first use. ``explain`` may be called from many threads."""
 
     def __init__(self, loaders: dict[str, Callable[[], Run]], routes: list[tuple[int, str]], manifest: dict,
                  device: torch.device):
@@ -103,12 +103,16 @@ class Explainer:
 
         Raises:
             InputError: unreadable images; a tensor of the wrong dtype or shape, empty, or holding NaN or
-                Inf; a wrong number of targets or a target out of range.
+                Inf; targets that are not integers, a wrong number of them or one out of range.
+            ArtifactError: the first call routed to a backend whose file its runtime refuses (``auto``
+                loads its backends on first use; a single backend loads in ``salrt.load``).
         """
         batch = self._checked_batch(images if isinstance(images, torch.Tensor) else self.preprocess(images))
         targets = self._checked_targets(target, batch.shape[0])
         backend = self.backend_for(batch.shape[0])
-        logits, used_target, saliency, grad = self._run(backend)(batch.to(self.device), targets.to(self.device))
+        # contiguous: AOTInductor packages read their inputs' memory as dense NCHW without checking strides
+        logits, used_target, saliency, grad = self._run(backend)(batch.to(self.device).contiguous(),
+                                                                targets.to(self.device))
         return Explanation(logits, used_target, saliency, grad, self.categories, backend)
 
     def _run(self, backend: str) -> Run:
@@ -138,9 +142,12 @@ class Explainer:
         if target is None:
             return torch.full((n,), -1, dtype=torch.int64)
         try:
-            targets = torch.as_tensor(target, dtype=torch.int64).reshape(-1)
+            targets = torch.as_tensor(target)
         except (TypeError, ValueError, RuntimeError):
-            raise InputError(f"target must be an integer class index or one per image, got {target!r}") from None
+            targets = None
+        if targets is None or targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            raise InputError(f"target must be an integer class index or one per image, got {target!r}")
+        targets = targets.to(torch.int64).reshape(-1)
         if targets.numel() == 1:
             targets = targets.expand(n).clone()
         if targets.numel() != n:
@@ -180,8 +187,9 @@ def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch
         source: a model name from ``salrt.models.available_models()`` (a ``str`` equal to one always means
             the model, even if a directory of that name exists), or else the path of an artifact directory
             (a ``Path``, or a string such as ``"resnet50/"`` or ``"./resnet50"``).
-        backend: "auto" (the fastest the artifact holds for the device, see ``salrt.formats.AUTO_ORDER``),
-            "eager", or a format's backend: "torchscript", "onnxruntime", "aoti".
+        backend: "auto" (the fastest the artifact holds for the device and batch size, see
+            ``salrt.formats.AUTO_ROUTES``), "eager", or a format's backend: "torchscript", "onnxruntime",
+            "aoti", "aoti_n1".
         device: "cpu" or "cuda[:i]".
         weights: for a model name only: "default", "random" or the path of a state dict.
 
@@ -212,7 +220,7 @@ def _load_artifact(directory: Path, backend: str, device: torch.device) -> Expla
     loaders = {}
     for name in {backend for _, backend in routes}:
         if name == EAGER:
-            loaders[name] = lambda: _eager_run(load_model(manifest["model"], manifest["weights"]).module, device)
+            loaders[name] = lambda: _eager_run(_rebuilt_model(directory, manifest), device)
         else:
             path = verified_file(directory, manifest, BY_BACKEND[name].name)  # now: a bad file fails the load
             loaders[name] = lambda load=BY_BACKEND[name].load, path=path: load(path, device)
@@ -220,6 +228,14 @@ def _load_artifact(directory: Path, backend: str, device: torch.device) -> Expla
     if len(explainer.backends) == 1:
         explainer._run(explainer.backend)  # a single backend loads now: load() reports a file its runtime refuses
     return explainer
+
+
+def _rebuilt_model(directory: Path, manifest: dict) -> torch.nn.Module:
+    """The artifact's model in PyTorch, for the eager backend: only for models salrt builds by name."""
+    if manifest["model"] not in available_models() or manifest["weights"] == "custom":
+        raise ArtifactError(f"{directory} was exported from a custom module ({manifest['model']}); the eager "
+                            "backend needs a model salrt can build by name: use one of its files' backends")
+    return load_model(manifest["model"], manifest["weights"]).module
 
 
 def is_model_name_and_artifact(source: str) -> bool:

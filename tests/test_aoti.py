@@ -99,3 +99,16 @@ def test_onnx_and_aoti_store_each_weight_once(artifact):
     files = json.loads((artifact / "manifest.json").read_text())["files"]
     assert files["onnx"]["bytes"] < 1.03 * weight_bytes
     assert files["aoti"]["bytes"] < 1.1 * weight_bytes
+
+
+@pytest.mark.parametrize("backend", ["aoti", "aoti_n1", "onnxruntime", "torchscript"])
+def test_strided_inputs_give_the_same_answer(artifact, random_inputs, backend):
+    """AOTInductor packages read dense NCHW memory without checking strides: the Explainer passes it so."""
+    image, target = random_inputs
+    explainer = salrt.load(artifact, backend=backend)
+    expected = explainer.explain(image, target=target)
+    for strided in (image.contiguous(memory_format=torch.channels_last), image.transpose(2, 3).contiguous().transpose(2, 3)):
+        assert not strided.is_contiguous()
+        result = explainer.explain(strided, target=target)
+        assert torch.equal(result.target, expected.target)
+        torch.testing.assert_close(result.grad, expected.grad)

@@ -116,6 +116,9 @@ def test_tampered_and_foreign_artifacts(tmp_path, exported):
     (artifact / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="format 99.*export it again"):
         salrt.load(artifact)
+    (artifact / "manifest.json").write_text("[]")
+    with pytest.raises(ArtifactError, match="is corrupt: not a JSON object"):
+        salrt.load(artifact)
     with pytest.raises(InputError, match="neither an artifact directory nor a known model"):
         salrt.load(tmp_path / "nothing-here")
 
@@ -128,6 +131,9 @@ def test_wrong_tensor_shape_and_targets(exported):
         explainer.explain(torch.zeros(1, 3, 224, 224, dtype=torch.float64))
     with pytest.raises(InputError, match="target 1000 is out of range"):
         explainer.explain(torch.zeros(1, 3, 224, 224), target=1000)
+    for bad in (2.7, True, [1.0, 2.0], "cat"):
+        with pytest.raises(InputError, match="target must be an integer class index"):
+            explainer.explain(torch.zeros(2, 3, 224, 224), target=bad)
     with pytest.raises(InputError, match="3 targets for 2 images"):
         explainer.explain(torch.zeros(2, 3, 224, 224), target=[1, 2, 3])
 
@@ -165,22 +171,26 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path, exported, width
     bomb.write_bytes(_png_header(width, height))
     maps = tmp_path / "maps"
     assert_one_line_error(salrt_cli("explain", exported("resnet18"), bomb, "--out", maps),
-                          f"over the limit of 100; to allow it, set SALRT_MAX_IMAGE_PIXELS={width * height}")
+                          f"over the limit of 89; to allow it, set SALRT_MAX_IMAGE_PIXELS={width * height}")
     assert not maps.exists()
     with pytest.raises(InputError, match="megapixels, over the limit"):
         salrt.load(exported("resnet18")).explain(bomb.read_bytes())
 
 
 def test_raised_pixel_limit_lets_a_large_image_through_to_the_decoder(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
     from salrt.images import open_image
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", PILImage.MAX_IMAGE_PIXELS)  # raising it is global: undo after
     bomb = tmp_path / "large.png"
     bomb.write_bytes(_png_header(20000, 20000))
     monkeypatch.setenv("SALRT_MAX_IMAGE_PIXELS", str(20000 * 20000))
     with pytest.raises(InputError, match="not a readable image"):  # decoded now: no pixel data in this file
         open_image(bomb)
-    monkeypatch.setenv("SALRT_MAX_IMAGE_PIXELS", "lots")
-    with pytest.raises(InputError, match="SALRT_MAX_IMAGE_PIXELS must be a whole number"):
-        open_image(bomb)
+    for bad in ("lots", "0", "-5"):
+        monkeypatch.setenv("SALRT_MAX_IMAGE_PIXELS", bad)
+        with pytest.raises(InputError, match="SALRT_MAX_IMAGE_PIXELS must be a positive whole number"):
+            open_image(bomb)
 
 
 def test_model_name_means_the_model_and_a_path_the_artifact(tmp_path, exported, photo_files, monkeypatch):
@@ -206,3 +216,17 @@ def test_explainer_describes_itself_like_an_inference_session(exported, random_i
     assert explainer.manifest["model"] == "resnet18" and explainer.backends == ("torchscript",)
     assert explainer.explain(random_inputs[0][:1]).backend == "torchscript"
     assert "torchscript" in repr(explainer)
+
+
+def test_custom_module_exports_and_runs_but_has_no_eager_backend(tmp_path, random_inputs):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 1000))
+    artifact = salrt.export(module, tmp_path / "custom", image_size=32)
+    image = random_inputs[0][:2, :, :32, :32]
+    result = salrt.load(artifact).explain(image, target=[3, -1])
+    from conftest import assert_matches_reference
+    assert_matches_reference((result.logits, result.target, result.saliency, result.grad), module.eval(), image,
+                             torch.tensor([3, -1]))
+    with pytest.raises(ArtifactError, match="exported from a custom module \\(Sequential\\); the eager backend"):
+        salrt.load(artifact, backend="eager")

@@ -262,7 +262,10 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
     std::vector<std::vector<at::Tensor>> per_output(4);
     for (int64_t i = 0; i < n; ++i) {
       auto one = m.aoti->run({batch.narrow(0, i, 1), targets.narrow(0, i, 1)});
-      for (size_t k = 0; k < one.size() && k < per_output.size(); ++k) per_output[k].push_back(one[k]);
+      if (one.size() != per_output.size())
+        throw Error(m.backend + " model returned " + std::to_string(one.size()) + " outputs, expected 4 "
+                    "(logits, used_target, saliency, grad): export it again");
+      for (size_t k = 0; k < one.size(); ++k) per_output[k].push_back(one[k]);
     }
     for (auto& pieces : per_output) out.push_back(at::cat(pieces));
   } else if (m.aoti) {

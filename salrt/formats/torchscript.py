@@ -59,8 +59,8 @@ def _contiguous_direct_weights(gm: torch.fx.GraphModule) -> torch.fx.GraphModule
         while source.op == "call_function" and source.target in _WEIGHT_LAYOUT_OPS:
             chain.append(source)
             source = source.args[0]
-        if source.op != "get_attr":
-            continue
+        if source.op != "get_attr" or any(isinstance(a, torch.fx.Node) for op in chain for a in op.args[1:]):
+            continue  # not a chain of constant layout ops on a constant
         value = getattr(gm, source.target)
         for op in reversed(chain):
             value = op.target(value, *op.args[1:])
