@@ -218,7 +218,7 @@ def _load_artifact(directory: Path, backend: str, device: torch.device) -> Expla
     manifest = read_manifest(directory)
     routes = auto_routes(device, manifest["files"]) if backend == AUTO else [(1, backend)]
     loaders = {}
-    for name in {backend for _, backend in routes}:
+    for name in {route_backend for _, route_backend in routes}:
         if name == EAGER:
             loaders[name] = lambda: _eager_run(_rebuilt_model(directory, manifest), device)
         else:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from ..artifact import export
+from ..artifact import export, is_artifact_dir
 from ..errors import InputError
 from ..formats import BY_BACKEND, EAGER, MEASURED_BACKENDS
 from ..graph.saliency import saliency_from_grad
@@ -87,7 +87,7 @@ def _percentile(values: list[float], q: float) -> float:
 def cached_artifact(spec: ClassifierSpec, formats: list[str], cache: Path, progress) -> Path:
     """Export once per model, weights and format set; later runs reuse the directory."""
     directory = cache / f"{spec.name}-{spec.weights}-{'-'.join(sorted(formats))}"
-    if not (directory / "manifest.json").exists():
+    if not is_artifact_dir(directory):
         progress(f"exporting {spec.name} ({', '.join(formats)}) to {directory}")
         export(spec, directory, formats=formats, progress=progress)
     return directory
