@@ -1,4 +1,4 @@
-"""The ``salrt`` command line: export, explain, info, bench."""
+"""The ``salrt`` command line: export, explain, serve, info, bench."""
 from __future__ import annotations
 
 import json
@@ -58,27 +58,59 @@ def export(model, weights, formats, out_dir, image_size):
 
 @main.command()
 @click.argument("source")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--target", type=int, default=None, help="class to explain (default: the top class)")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("salrt-out"), show_default=True)
 @_BACKEND_OPTION
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--weights", default="default", show_default=True, help="when SOURCE is a model name")
 @click.option("--batch-size", default=8, show_default=True)
-def explain(source, images, target, out_dir, backend, device, weights, batch_size):
+@click.option("--server", default=None, metavar="HOST:PORT",
+              help="explain on a `salrt serve` server; SOURCE is then the served model's name")
+def explain(source, images, target, out_dir, backend, device, weights, batch_size, server):
     """Explain IMAGES with SOURCE: writes NAME_saliency.png and NAME_overlay.png per image and prints the
     top-5 classes.
 
     SOURCE is a model name (run eagerly in PyTorch) or an artifact directory. A model name always means the
     model, even where a directory of that name exists: write `resnet50/` or `./resnet50` for the directory.
+    With --server, SOURCE is the name `salrt serve` printed (e.g. resnet50).
     """
     from .explain import explain_files
     from .runtime import is_model_name_and_artifact
-    if is_model_name_and_artifact(source):
+    if server and Path(source).is_file():
+        raise click.UsageError(f"with --server, give the served model's name first (salrt serve prints it): "
+                               f"salrt explain MODEL --server {server} {source} ...")
+    if not images:
+        raise click.UsageError("Missing argument 'IMAGES...'.")
+    if not server and is_model_name_and_artifact(source):
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
     explain_files(source, list(images), out_dir, target=target, backend=backend, device=device, weights=weights,
-                  batch_size=batch_size, output=click.echo)
+                  batch_size=batch_size, output=click.echo, server=server)
+
+
+@main.command()
+@click.argument("artifact_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (0.0.0.0: every interface)")
+@click.option("--http-port", default=8000, show_default=True)
+@click.option("--grpc-port", default=8001, show_default=True)
+@click.option("--metrics-port", default=8002, show_default=True, help="Prometheus metrics")
+@_BACKEND_OPTION
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--max-batch", default=16, show_default=True, help="the most rows Triton's dynamic batcher joins")
+@click.option("--max-queue-delay-ms", default=2.0, show_default=True, help="how long a request waits for others")
+@click.option("--instances", default=1, show_default=True, help="model instances (each its own process)")
+@click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Triton's log file")
+def serve(artifact_dir, host, http_port, grpc_port, metrics_port, backend, device, max_batch, max_queue_delay_ms,
+          instances, log_path):
+    """Serve ARTIFACT_DIR on Triton Inference Server (HTTP/gRPC, KServe v2 protocol) as two models: MODEL
+    (preprocessed tensors in, the artifact's outputs) and MODEL_image (encoded JPEG/PNG in, uint8 saliency
+    out). Blocks until Ctrl-C or SIGTERM; requests in flight finish first."""
+    from .server import ServeOptions, serve as run_server
+    options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                           backend=backend, device=device, max_batch=max_batch,
+                           max_queue_delay_ms=max_queue_delay_ms, instances=instances)
+    sys.exit(run_server(artifact_dir, options, progress=_progress, log=log_path))
 
 
 @main.command()

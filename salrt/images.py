@@ -48,12 +48,19 @@ def open_image(source: ImageLike) -> Image.Image:
     if isinstance(source, (bytes, bytearray)):
         return decode(io.BytesIO(source), "image bytes")
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
-        with open(path, "rb") as file:
-            return decode(file, str(path))
+        return decode(io.BytesIO(read_file(source)), str(source))
     raise InputError(f"cannot read an image from {type(source).__name__}")
+
+
+def read_file(path: Union[str, Path]) -> bytes:
+    """An image file's encoded bytes; InputError naming the file if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: {err.strerror}") from None
 
 
 def decode(file: BinaryIO, name: str) -> Image.Image:

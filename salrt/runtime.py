@@ -20,11 +20,11 @@ from .models import available_models, load_model
 @dataclasses.dataclass
 class Explanation:
     """Per image: logits [N,K], the class explained [N], the saliency map [N,H,W] in [0,1], the input
-    gradient [N,3,H,W]; and the backend that computed them."""
+    gradient [N,3,H,W] (None from a server's image model); and the backend that computed them."""
     logits: torch.Tensor
     target: torch.Tensor
     saliency: torch.Tensor
-    grad: torch.Tensor
+    grad: Optional[torch.Tensor]
     categories: Sequence[str]
     backend: str
 
@@ -107,13 +107,19 @@ class Explainer:
             ArtifactError: the first call routed to a backend whose file its runtime refuses (``auto``
                 loads its backends on first use; a single backend loads in ``salrt.load``).
         """
-        batch = self._checked_batch(images if isinstance(images, torch.Tensor) else self.preprocess(images))
-        targets = self._checked_targets(target, batch.shape[0])
+        batch, targets = self.checked_inputs(images, target)
         backend = self.backend_for(batch.shape[0])
         # contiguous: AOTInductor packages read their inputs' memory as dense NCHW without checking strides
         logits, used_target, saliency, grad = self._run(backend)(batch.to(self.device).contiguous(),
                                                                 targets.to(self.device))
         return Explanation(logits, used_target, saliency, grad, self.categories, backend)
+
+    def checked_inputs(self, images, target=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``explain``'s arguments as the [N,3,H,W] float32 batch and [N] int64 targets it runs, after the
+        checks it makes (InputError as ``explain`` raises it): a server checks each request alone before
+        batching requests together."""
+        batch = self._checked_batch(images if isinstance(images, torch.Tensor) else self.preprocess(images))
+        return batch, self._checked_targets(target, batch.shape[0])
 
     def _run(self, backend: str) -> Run:
         run = self._runs.get(backend)

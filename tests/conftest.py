@@ -97,3 +97,15 @@ def without_format(artifact, fmt: str, directory):
     del manifest["files"][fmt]
     (copy / "manifest.json").write_text(json.dumps(manifest))
     return copy
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height grey pixels, with no pixel data: a decompression bomb's
+    first bytes, which is all a decoder reads before allocating."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b"IEND", b"")

@@ -10,6 +10,8 @@ from PIL import Image
 import salrt
 from salrt.errors import ArtifactError, ExportError, InputError
 
+from conftest import png_header
+
 
 def salrt_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "salrt.cli", *map(str, args)], capture_output=True, text=True,
@@ -153,22 +155,10 @@ def test_unsupported_op_names_the_model_and_op(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height grey pixels, with no pixel data: a decompression bomb's
-    first bytes, which is all a decoder reads before allocating."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
-        chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("width,height", [(20000, 20000), (12000, 9000)])  # above and below PIL's own refusal
 def test_decompression_bomb_is_refused_before_decoding(tmp_path, exported, width, height):
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_header(width, height))
+    bomb.write_bytes(png_header(width, height))
     maps = tmp_path / "maps"
     assert_one_line_error(salrt_cli("explain", exported("resnet18"), bomb, "--out", maps),
                           f"over the limit of 89; to allow it, set SALRT_MAX_IMAGE_PIXELS={width * height}")
@@ -183,7 +173,7 @@ def test_raised_pixel_limit_lets_a_large_image_through_to_the_decoder(tmp_path, 
     from salrt.images import open_image
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", PILImage.MAX_IMAGE_PIXELS)  # raising it is global: undo after
     bomb = tmp_path / "large.png"
-    bomb.write_bytes(_png_header(20000, 20000))
+    bomb.write_bytes(png_header(20000, 20000))
     monkeypatch.setenv("SALRT_MAX_IMAGE_PIXELS", str(20000 * 20000))
     with pytest.raises(InputError, match="not a readable image"):  # decoded now: no pixel data in this file
         open_image(bomb)

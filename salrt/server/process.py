@@ -1,0 +1,210 @@
+"""Run Triton Inference Server (the binary of the nvidia-pytriton wheel) on a generated model repository."""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..errors import InputError, SalrtError
+from ..formats import AUTO, check_backend
+from .repository import pytriton_dir, write_repository
+
+# Clients may infer, read health, metadata, configs and statistics; these stay closed to them (with
+# --model-control-mode=none, models cannot be loaded or unloaded by anyone).
+RESTRICTED_APIS = "model-repository,shared-memory,trace,logging"
+ADMIN_HEADER = "salrt-admin-key"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    backend: str = AUTO
+    device: str = "cpu"
+    max_batch: int = 16
+    max_queue_delay_ms: float = 2.0
+    instances: int = 1
+    exit_timeout_s: int = 30  # in-flight requests get this long to finish after SIGINT/SIGTERM
+
+    def check(self) -> "ServeOptions":
+        check_backend(self.backend)
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        if len(set(ports)) != 3 or not all(0 < port < 65536 for port in ports):
+            raise InputError(f"HTTP, gRPC and metrics ports must be three different ports in 1-65535, got {ports}")
+        if self.max_batch < 1 or self.instances < 1 or self.max_queue_delay_ms < 0:
+            raise InputError("--max-batch and --instances must be at least 1, --max-queue-delay-ms at least 0")
+        return self
+
+
+class TritonServer:
+    """A Triton process serving one artifact; ``with TritonServer(...) as server:`` returns once every model
+    answers ready, and stops it (in-flight requests finish) on exit."""
+
+    def __init__(self, artifact: Path, options: ServeOptions = ServeOptions(), log: Optional[Path] = None):
+        self.artifact = Path(artifact)
+        self.options = options.check()
+        self.workspace = Path(tempfile.mkdtemp(prefix="salrt-serve-"))
+        self.log = Path(log) if log else self.workspace / "triton.log"
+        self.process: Optional[subprocess.Popen] = None
+        try:
+            _link_python_backend(self.workspace / "backends" / "python")
+            self.models = write_repository(
+                self.artifact, self.workspace / "models", backend=options.backend, device=options.device,
+                max_batch=options.max_batch, max_queue_delay_us=round(options.max_queue_delay_ms * 1000),
+                instances=options.instances)
+        except BaseException:
+            shutil.rmtree(self.workspace, ignore_errors=True)
+            raise
+
+    @property
+    def url(self) -> str:
+        """host:port of the HTTP endpoint, as tritonclient takes it."""
+        host = "127.0.0.1" if self.options.host in ("0.0.0.0", "") else self.options.host
+        return f"{host}:{self.options.http_port}"
+
+    def start(self) -> "TritonServer":
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self._command(), env=_environment(), stdout=log,
+                                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        return self
+
+    def wait_ready(self, timeout_s: float = 600, progress: Callable[[str], None] = lambda message: None) -> None:
+        """Returns once the server and every model answer ready; raises if Triton exits or time runs out."""
+        paths = ["/v2/health/ready"] + [f"/v2/models/{name}/ready" for name in self.models.values()]
+        deadline = time.monotonic() + timeout_s
+        progress(f"loading {', '.join(self.models.values())} (Triton's log: {self.log})")
+        while not all(self._answers_200(path) for path in paths):
+            if self.process.poll() is not None:
+                raise SalrtError(f"Triton exited with code {self.process.returncode} while loading:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                message = f"Triton was not ready after {timeout_s:.0f} s:\n{self.log_tail()}"
+                self.stop()
+                raise SalrtError(message)
+            time.sleep(0.25)
+
+    def stop(self) -> Optional[int]:
+        """SIGTERM: Triton stops taking requests, lets in-flight ones finish, unloads; then the workspace goes."""
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                code = self.process.wait(self.options.exit_timeout_s + 30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait()
+        shutil.rmtree(self.workspace, ignore_errors=True)
+        return code
+
+    def log_tail(self, lines: int = 12) -> str:
+        """Triton's error lines (E...), or else its last lines: what to show when it fails."""
+        text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        errors = [line for line in text if line[:1] == "E" and line[1:5].isdigit()]
+        return "\n".join((errors or text)[-lines:])
+
+    def __enter__(self) -> "TritonServer":
+        try:
+            self.start().wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _answers_200(self, path: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.url}{path}", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def _command(self) -> list[str]:
+        o = self.options
+        restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={secrets.token_hex(16)}"
+        return [str(pytriton_dir() / "bin" / "tritonserver"),
+                f"--model-repository={self.workspace / 'models'}", "--model-control-mode=none",
+                f"--backend-directory={self.workspace / 'backends'}", "--strict-readiness=true",
+                f"--http-address={o.host}", f"--http-port={o.http_port}",
+                f"--grpc-address={o.host}", f"--grpc-port={o.grpc_port}",
+                f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
+                f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}",
+                "--allow-gpu-metrics=false", f"--exit-timeout-secs={o.exit_timeout_s}",
+                # a prefix of its own: two servers on one machine must not share Python-backend memory
+                f"--backend-config=python,shm-region-prefix-name=salrt{os.getpid()}{secrets.token_hex(4)}",
+                "--backend-config=python,shm-default-byte-size=16777216",
+                "--backend-config=python,shm-growth-byte-size=16777216"]
+
+
+def _link_python_backend(directory: Path) -> None:
+    """Triton's Python backend with the stub built for this interpreter's Python version, which Triton looks
+    for next to the backend (the wheel keeps one stub per version elsewhere)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = pytriton_dir() / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise InputError(f"nvidia-pytriton has no Triton Python-backend stub for Python {version}")
+    directory.mkdir(parents=True)
+    for file in (pytriton_dir() / "backends" / "python").iterdir():
+        if file.is_file():
+            (directory / file.name).symlink_to(file)
+    (directory / stub.name).symlink_to(stub)
+
+
+def _environment() -> dict:
+    """The stub links libpython dynamically: point it at this interpreter's library, not the system's."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [sysconfig.get_config_var("LIBDIR"),
+                                                           env.get("LD_LIBRARY_PATH")]))
+    return env
+
+
+def _die_with_parent() -> None:
+    """Linux: Triton gets SIGTERM if this process dies first, so no server outlives a crashed salrt."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def serve(artifact: Path, options: ServeOptions, progress: Callable[[str], None], log: Optional[Path] = None) -> int:
+    """Runs Triton until SIGINT or SIGTERM, which it passes on (in-flight requests finish); returns the exit code."""
+    server = TritonServer(artifact, options, log)
+    stopping = []
+
+    def on_signal(signum, _frame):
+        stopping.append(signum)
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        try:
+            server.wait_ready(progress=progress)
+        except SalrtError:
+            if stopping:  # stopped while loading
+                return 0
+            raise
+        names = ", ".join(server.models.values())
+        progress(f"ready: {names} on http://{server.url} (gRPC :{options.grpc_port}, metrics "
+                 f":{options.metrics_port}); Ctrl-C stops")
+        code = server.process.wait()
+        return 0 if stopping else code
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,69 @@
+"""The Triton model repository ``salrt serve`` generates for Triton's Python backend: two models per artifact,
+``<model>`` (the artifact's tensor contract) and ``<model>_image`` (encoded photos in, uint8 saliency out)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import site
+import sys
+from pathlib import Path
+
+from ..artifact import read_manifest
+from ..errors import InputError
+from ..formats.triton import CPU, concrete_contract, model_config, write_config
+
+TENSOR, IMAGE = "tensor", "image"  # the two kinds of model: graph tensors in, or encoded photos in
+
+# Imports the serving model from the same sys.path as the process that wrote it: the stub's Python is the
+# interpreter's shared library, which knows nothing of the virtual environment salrt runs from.
+_MODEL_PY = """import site
+import sys
+sys.path[:0] = [p for p in {path!r} if p not in sys.path]
+for directory in {site_dirs!r}:
+    site.addsitedir(directory)  # runs its .pth files too (editable installs live there)
+from salrt.server.triton_model import TritonPythonModel  # noqa: F401
+"""
+
+
+def pytriton_dir() -> Path:
+    """Where the nvidia-pytriton wheel keeps its ``tritonserver`` (without importing pytriton itself)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("salrt serve needs Triton Inference Server: pip install 'salrt[serve]'")
+    return Path(spec.submodule_search_locations[0]) / "tritonserver"
+
+
+def model_names(manifest: dict) -> dict[str, str]:
+    """{kind: Triton model name}: the artifact's model name made a valid directory name."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", manifest["model"])
+    return {TENSOR: name, IMAGE: f"{name}_image"}
+
+
+def _contracts(manifest: dict) -> dict[str, tuple[list[dict], list[dict]]]:
+    inputs, outputs = concrete_contract(manifest)
+    inputs = [{**io, "optional": io["name"] == "target"} for io in inputs]  # absent target: the top class
+    image_inputs = [{"name": "image_bytes", "dtype": "bytes", "shape": ["N"]}] + inputs[1:]
+    image_outputs = [{**io, "dtype": "uint8"} if io["name"] == "saliency" else io
+                     for io in outputs if io["name"] in ("logits", "used_target", "saliency")]
+    return {TENSOR: (inputs, outputs), IMAGE: (image_inputs, image_outputs)}
+
+
+def write_repository(artifact: Path, root: Path, *, backend: str, device: str, max_batch: int,
+                     max_queue_delay_us: int, instances: int) -> dict[str, str]:
+    """Writes both models under ``root`` and returns {kind: model name}."""
+    artifact = Path(artifact).absolute()
+    manifest = read_manifest(artifact)
+    names = model_names(manifest)
+    for kind, (inputs, outputs) in _contracts(manifest).items():
+        directory = root / names[kind]
+        (directory / "1").mkdir(parents=True)
+        parameters = {"kind": kind, "artifact": artifact, "backend": backend, "device": device,
+                      "preprocessing": json.dumps(manifest["preprocessing"]),
+                      "categories": json.dumps(manifest["categories"])}
+        write_config(model_config(names[kind], inputs, outputs, backend="python", max_batch=max_batch,
+                                  max_queue_delay_us=max_queue_delay_us, instances=instances, kind=CPU,
+                                  parameters=parameters), directory / "config.pbtxt")
+        (directory / "1" / "model.py").write_text(_MODEL_PY.format(path=[p for p in sys.path if p],
+                                                                        site_dirs=site.getsitepackages()))
+    return names

@@ -1,0 +1,80 @@
+"""The model ``salrt serve`` runs inside Triton's Python backend (each model's ``1/model.py`` imports this).
+
+Triton's dynamic batcher hands ``execute`` several requests at once. Each is read and checked alone, so a
+bad request gets its own error response; the good ones run as one batch and their rows are split back.
+Two kinds share this class (the ``kind`` parameter of config.pbtxt):
+- "tensor": the artifact's own contract, preprocessed ``image`` float32 and ``target`` int64;
+- "image": ``image_bytes`` (an encoded JPEG/PNG per row), preprocessed here as the artifact says, and
+  ``saliency`` returned as uint8 0-255.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import torch
+
+# Only inside Triton's Python-backend stub; importing this module elsewhere is an error on purpose.
+import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
+
+from ..errors import SalrtError
+from ..images import decode
+from ..runtime import load
+from .repository import IMAGE
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
+        self.kind = parameters["kind"]
+        self.explainer = load(parameters["artifact"], backend=parameters["backend"], device=parameters["device"])
+        self.output_names = [output["name"] for output in config["output"]]
+
+    def execute(self, requests: list) -> list:
+        checked = [self._checked(request) for request in requests]
+        good = [inputs for inputs in checked if not isinstance(inputs, Exception)]
+        try:
+            rows = iter(self._explain_rows(good) if good else ())
+        except Exception as err:  # not one request's fault: each request of this batch gets the reason
+            return [_error_response(inputs if isinstance(inputs, Exception) else err) for inputs in checked]
+        return [_error_response(inputs) if isinstance(inputs, Exception) else self._response(next(rows))
+                for inputs in checked]
+
+    def _checked(self, request):
+        """(batch, targets) of one request, checked as ``Explainer.explain`` checks them; or the InputError."""
+        try:
+            target = pb_utils.get_input_tensor_by_name(request, "target")
+            target = None if target is None else torch.from_numpy(target.as_numpy().reshape(-1))
+            if self.kind == IMAGE:
+                encoded = pb_utils.get_input_tensor_by_name(request, "image_bytes").as_numpy().reshape(-1)
+                images = [decode(io.BytesIO(bytes(item)), f"image_bytes row {row}") for row, item in enumerate(encoded)]
+            else:
+                images = torch.from_numpy(pb_utils.get_input_tensor_by_name(request, "image").as_numpy())
+            return self.explainer.checked_inputs(images, target)
+        except SalrtError as err:
+            return err
+
+    def _explain_rows(self, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[dict]:
+        """One dict of numpy outputs per request: the requests run as one batch, split back by row counts."""
+        batch = torch.cat([images for images, _ in inputs])
+        targets = torch.cat([target for _, target in inputs])
+        result = self.explainer.explain(batch, targets)
+        outputs = {"logits": result.logits, "used_target": result.target, "grad": result.grad,
+                   "saliency": _as_uint8(result.saliency) if self.kind == IMAGE else result.saliency}
+        counts = [len(images) for images, _ in inputs]
+        return [{name: part.cpu().numpy() for name, part in zip(outputs, parts)}
+                for parts in zip(*(outputs[name].split(counts) for name in outputs))]
+
+    def _response(self, row: dict):
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(row[name])) for name in self.output_names])
+
+
+def _as_uint8(saliency: torch.Tensor) -> torch.Tensor:
+    return (saliency * 255).round().to(torch.uint8)
+
+
+def _error_response(err: Exception):
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(err)))

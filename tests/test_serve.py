@@ -1,0 +1,303 @@
+"""`salrt serve`: a real Triton Inference Server on free loopback ports, spoken to with the standard clients."""
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import salrt
+from salrt.server import ServeOptions, TritonServer
+
+from conftest import png_header, relative_l2
+
+http = pytest.importorskip("tritonclient.http", reason="salrt[serve] is not installed")
+grpc = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+MAX_BATCH = 8
+
+
+def free_ports(count: int = 3) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def options(**changes) -> ServeOptions:
+    http_port, grpc_port, metrics_port = free_ports()
+    return ServeOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, backend="onnxruntime",
+                        max_batch=MAX_BATCH, **changes)
+
+
+@pytest.fixture(scope="module")
+def artifact(exported):
+    return exported("resnet18", formats=("onnx",))
+
+
+@pytest.fixture(scope="module")
+def server(artifact):
+    # 50 ms: long enough for requests from concurrent threads to meet in one batch on 2 busy cores
+    with TritonServer(artifact, options(max_queue_delay_ms=50)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def local(artifact):
+    return salrt.load(artifact, backend="onnxruntime")
+
+
+def tensor_request(module, image: np.ndarray, target=None, dtype="FP32"):
+    inputs = [module.InferInput("image", list(image.shape), dtype)]
+    inputs[0].set_data_from_numpy(image)
+    if target is not None:
+        inputs.append(module.InferInput("target", [len(target), 1], "INT64"))
+        inputs[1].set_data_from_numpy(np.asarray(target, dtype=np.int64).reshape(-1, 1))
+    return inputs
+
+
+def image_request(encoded: list[bytes], target=None):
+    inputs = [http.InferInput("image_bytes", [len(encoded), 1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([[e] for e in encoded], dtype=np.object_))
+    if target is not None:
+        inputs.append(http.InferInput("target", [len(target), 1], "INT64"))
+        inputs[1].set_data_from_numpy(np.asarray(target, dtype=np.int64).reshape(-1, 1))
+    return inputs
+
+
+def encoded_photos(photos) -> list[bytes]:
+    files = []
+    for array in photos.values():
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG")
+        files.append(buffer.getvalue())
+    return files
+
+
+def test_tensor_model_matches_in_process_over_http_and_grpc(server, local):
+    image = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(7))  # never seen by the export
+    target = [-1, 281, 5]
+    expected = local.explain(image, target)
+    clients = {"http": (http, http.InferenceServerClient(server.url)),
+               "grpc": (grpc, grpc.InferenceServerClient(f"127.0.0.1:{server.options.grpc_port}"))}
+    for protocol, (module, client) in clients.items():
+        result = client.infer("resnet18", tensor_request(module, image.numpy(), target))
+        assert result.as_numpy("used_target").shape == (3, 1), protocol
+        assert result.as_numpy("used_target").ravel().tolist() == expected.target.tolist(), protocol
+        assert result.as_numpy("used_target")[1, 0] == 281
+        for name, tensor in (("logits", expected.logits), ("saliency", expected.saliency), ("grad", expected.grad)):
+            assert relative_l2(torch.from_numpy(result.as_numpy(name).copy()), tensor) <= 1e-5, (protocol, name)
+        assert np.abs(result.as_numpy("grad")).max() > 0
+
+
+def test_target_is_optional_and_means_the_top_class(server, local):
+    image = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(8))
+    result = http.InferenceServerClient(server.url).infer("resnet18", tensor_request(http, image.numpy()))
+    assert result.as_numpy("used_target").ravel().tolist() == local.explain(image).target.tolist()
+
+
+def test_image_model_matches_in_process_on_photos(server, local, photos):
+    encoded = encoded_photos(photos)
+    expected = local.explain(encoded, [-1, 504, -1])
+    result = http.InferenceServerClient(server.url).infer("resnet18_image", image_request(encoded, [-1, 504, -1]))
+    assert result.as_numpy("saliency").dtype == np.uint8 and result.as_numpy("saliency").shape == (3, 224, 224)
+    assert result.as_numpy("used_target").ravel().tolist() == expected.target.tolist()
+    assert relative_l2(torch.from_numpy(result.as_numpy("logits").copy()), expected.logits) <= 1e-5
+    uint8 = (expected.saliency * 255).round()
+    assert np.abs(result.as_numpy("saliency").astype(np.float32) - uint8.numpy()).max() <= 1
+    assert result.as_numpy("saliency").max() == 255
+
+
+def test_concurrent_requests_are_batched_and_keep_their_own_targets(server):
+    client_statistics = http.InferenceServerClient(server.url)
+    before = client_statistics.get_inference_statistics("resnet18")["model_stats"][0]
+    images = torch.randn(16, 3, 224, 224, generator=torch.Generator().manual_seed(9)).numpy()
+    targets = [i * 50 if i % 3 else -1 for i in range(16)]
+
+    def one(i):
+        client = http.InferenceServerClient(server.url)  # gevent underneath: one client per thread
+        result = client.infer("resnet18", tensor_request(http, images[i:i + 1], [targets[i]]))
+        return int(result.as_numpy("used_target")[0, 0])
+
+    with ThreadPoolExecutor(16) as pool:
+        used = list(pool.map(one, range(16)))
+    assert [u for u, t in zip(used, targets) if t >= 0] == [t for t in targets if t >= 0]
+    after = client_statistics.get_inference_statistics("resnet18")["model_stats"][0]
+    inferences = int(after["inference_count"]) - int(before["inference_count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    assert inferences == 16 and executions < inferences, (inferences, executions)
+
+
+BAD_IMAGES = {
+    "empty": b"",
+    "not an image": b"hello, this is text",
+    "corrupt": b"\xff\xd8\xff\xe0" + os.urandom(200),
+    "truncated": None,  # a real JPEG cut in half, filled in below
+    "bomb": png_header(20000, 20000),
+}
+
+
+def bad_requests(photos) -> dict:
+    """name -> (model, inputs, what the error must say)."""
+    jpeg = encoded_photos(photos)[0]
+    images = {**BAD_IMAGES, "truncated": jpeg[:len(jpeg) // 2]}
+    requests = {f"image: {name}": ("resnet18_image", image_request([data]), "image_bytes row 0")
+                for name, data in images.items()}
+    requests["image: bomb"] = ("resnet18_image", image_request([images["bomb"]]), "megapixels, over the limit")
+    requests["image: target out of range"] = ("resnet18_image", image_request([jpeg], [5000]), "out of range")
+    good = np.zeros((1, 3, 224, 224), np.float32)
+    nan = good.copy()
+    nan[0, 0, 0, 0] = np.nan
+    requests.update({
+        "tensor: float64": ("resnet18", tensor_request(http, good.astype(np.float64), dtype="FP64"), "FP64"),
+        "tensor: wrong size": ("resnet18", tensor_request(http, np.zeros((1, 3, 100, 100), np.float32)), "shape"),
+        "tensor: NaN": ("resnet18", tensor_request(http, nan), "NaN"),
+        "tensor: target out of range": ("resnet18", tensor_request(http, good, [1000]), "out of range"),
+        "tensor: batch over --max-batch": (
+            "resnet18", tensor_request(http, np.zeros((MAX_BATCH + 1, 3, 224, 224), np.float32)), "batch"),
+    })
+    return requests
+
+
+def test_every_bad_request_gets_its_own_error_and_the_server_keeps_serving(server, photos):
+    client = http.InferenceServerClient(server.url)
+    good = tensor_request(http, np.zeros((1, 3, 224, 224), np.float32))
+    for name, (model, inputs, message) in bad_requests(photos).items():
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer(model, inputs)
+        assert message in caught.value.message(), (name, caught.value.message())
+        assert client.infer("resnet18", good).as_numpy("logits").shape == (1, 1000), name
+
+
+def test_a_bad_request_batched_with_good_ones_fails_alone(server, photos):
+    """Triton's batcher hands the model bad and good requests together: only the bad one may fail."""
+    encoded = encoded_photos(photos)[0]
+    payloads = [[encoded] if i % 4 else [b"not an image"] for i in range(12)]
+
+    def one(payload):
+        try:
+            result = http.InferenceServerClient(server.url).infer("resnet18_image", image_request(payload))
+            return int(result.as_numpy("used_target")[0, 0])
+        except InferenceServerException as err:
+            return err.message()
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(one, payloads))
+    for payload, outcome in zip(payloads, outcomes):
+        if payload[0] == encoded:
+            assert isinstance(outcome, int), outcome
+        else:
+            assert "not a readable image" in outcome
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (Triton and its Python-backend stubs)."""
+    total, pids = 0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                total += next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                pids += [int(child) for child in children.read().split()]
+        except (FileNotFoundError, StopIteration):
+            pass
+    return total / 1024
+
+
+def test_a_thousand_bad_requests_leak_nothing(server, photos):
+    client = http.InferenceServerClient(server.url)
+    requests = list(bad_requests(photos).values())
+    for model, inputs, _ in requests * 3:  # warm every error path first
+        with pytest.raises(InferenceServerException):
+            client.infer(model, inputs)
+    before = _rss_mb(server.process.pid)
+    for i in range(1000):
+        model, inputs, _ = requests[i % len(requests)]
+        with pytest.raises(InferenceServerException):
+            client.infer(model, inputs)
+    after = _rss_mb(server.process.pid)
+    assert after - before < 50, (before, after)
+    assert client.infer("resnet18", tensor_request(http, np.zeros((1, 3, 224, 224), np.float32))).as_numpy("logits") is not None
+
+
+def test_admin_endpoints_are_closed_and_only_loopback_is_bound(server):
+    def status(method: str, path: str) -> int:
+        request = urllib.request.Request(f"http://{server.url}{path}", data=b"{}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as err:
+            return err.code
+    assert status("POST", "/v2/repository/index") == 403
+    assert status("POST", "/v2/repository/models/resnet18/unload") == 403
+    assert status("POST", "/v2/systemsharedmemory/region/x/register") == 403
+    assert status("GET", "/v2/models/resnet18/ready") == 200  # the server still serves
+    assert f"--http-address=127.0.0.1" in server._command() and "--grpc-address=127.0.0.1" in server._command()
+
+
+def test_stop_lets_the_request_in_flight_finish(artifact):
+    server = TritonServer(artifact, options())
+    with server:
+        client = http.InferenceServerClient(server.url)
+        image = np.random.default_rng(0).standard_normal((MAX_BATCH, 3, 224, 224), dtype=np.float32)
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(r=client.infer("resnet18", tensor_request(http, image))))
+        worker.start()
+        time.sleep(0.3)  # the request is being computed
+        code = server.stop()
+        worker.join(60)
+    assert "r" in result and result["r"].as_numpy("grad").shape == (MAX_BATCH, 3, 224, 224)
+    assert code == 0
+    assert not server.workspace.exists()
+
+
+def test_serve_command_starts_explains_and_stops_on_sigterm(artifact, photo_files, tmp_path):
+    o = options()
+    serve = subprocess.Popen([sys.executable, "-m", "salrt.cli", "serve", str(artifact), "--backend", "onnxruntime",
+                              f"--http-port={o.http_port}", f"--grpc-port={o.grpc_port}",
+                              f"--metrics-port={o.metrics_port}"], stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any("ready:" in line for line in lines):
+            lines.append(serve.stderr.readline())
+            assert serve.poll() is None, "".join(lines)
+        paths = [str(p) for p in photo_files.values()]
+        remote = subprocess.run([sys.executable, "-m", "salrt.cli", "explain", "resnet18", "--server",
+                                 f"localhost:{o.http_port}", *paths, "--out", tmp_path / "remote"],
+                                capture_output=True, text=True)
+        local = subprocess.run([sys.executable, "-m", "salrt.cli", "explain", str(artifact), *paths, "--out",
+                                tmp_path / "local", "--backend", "onnxruntime"], capture_output=True, text=True)
+        assert remote.returncode == 0, remote.stderr
+        assert remote.stdout == local.stdout and len(remote.stdout.splitlines()) == 3
+        assert sorted(p.name for p in (tmp_path / "remote").iterdir()) == \
+            sorted(p.name for p in (tmp_path / "local").iterdir())
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+
+
+def test_serve_refuses_bad_options_and_a_missing_artifact(tmp_path, artifact, photo_files):
+    with pytest.raises(salrt.errors.InputError, match="ports"):
+        TritonServer(artifact, ServeOptions(http_port=9000, grpc_port=9000, metrics_port=9002))
+    with pytest.raises(salrt.errors.ArtifactError, match="not a salrt artifact"):
+        TritonServer(tmp_path, options())
+    result = subprocess.run([sys.executable, "-m", "salrt.cli", "explain", "resnet18", "--server",
+                             f"127.0.0.1:{free_ports(1)[0]}", str(photo_files["chelsea"])], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.startswith("error: no salrt server answers"), result.stderr
