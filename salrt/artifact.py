@@ -1,6 +1,7 @@
 """Artifact directories: ``salrt.export`` writes one (all or nothing), ``read_manifest`` and ``verified_file``
-read it back. A directory holds one file per format (``formats.FORMATS``) and ``manifest.json``: the model,
-weights, preprocessing, class names, tensor contract and each file's sha256."""
+read it back. A directory holds one file (or, for a deployment target, one directory) per format
+(``formats.FORMATS``) and ``manifest.json``: the model, weights, preprocessing, class names, tensor contract
+and each file's sha256."""
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,8 @@ import torch
 
 from ._version import __version__
 from .errors import ArtifactError, ExportError, InputError, SalrtError
-from .formats import FORMATS, parse_formats
+from .formats import FORMATS, Format, parse_formats, writing_order
+from .formats.triton import repository_options
 from .graph import INPUTS, OUTPUTS, build_saliency_graph
 from .models import ClassifierSpec, Preprocessing, as_spec
 
@@ -54,12 +56,22 @@ def describe(spec: ClassifierSpec) -> dict:
 
 
 def _with_files(description: dict, directory: Path, details: dict) -> dict:
-    """The manifest: the description plus each written format's file, size and sha256."""
+    """The manifest: the description plus each written format's file, size and sha256 (for a directory, each
+    of its files', keyed by their paths in the artifact)."""
     files = {}
     for fmt, extra in details.items():
         path = directory / FORMATS[fmt].file
-        files[fmt] = {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, **extra}
+        if path.is_dir():
+            inside = {p.relative_to(directory).as_posix(): _size_and_sha256(p) for p in sorted(path.rglob("*"))
+                      if p.is_file()}
+            files[fmt] = {"file": path.name, "files": inside, **extra}
+        else:
+            files[fmt] = {"file": path.name, **_size_and_sha256(path), **extra}
     return {**description, "files": files}
+
+
+def _size_and_sha256(path: Path) -> dict:
+    return {"sha256": sha256(path), "bytes": path.stat().st_size}
 
 
 def read_manifest(directory: Path) -> dict:
@@ -104,7 +116,8 @@ def preprocessing_of(manifest: dict) -> Preprocessing:
 
 def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[str, Path],
            formats: Union[str, Iterable[str]] = ("torchscript",), weights: str = "default",
-           image_size: Optional[int] = None, progress: Progress = lambda message: None) -> Path:
+           image_size: Optional[int] = None, progress: Progress = lambda message: None,
+           triton: Optional[dict] = None) -> Path:
     """Export ``model``'s saliency graph to an artifact directory and return its path.
 
     Args:
@@ -112,22 +125,27 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
             (then torchvision's ImageNet preprocessing is recorded).
         out_dir: the directory to write; an existing salrt artifact directory there is replaced, any other
             existing non-empty path is refused.
-        formats: names from ``salrt.formats.FORMATS`` ("torchscript", "onnx", "aoti", "aoti_n1"), or one
-            comma-separated string.
+        formats: names from ``salrt.formats.FORMATS`` ("torchscript", "onnx", "aoti", "aoti_n1", "triton"), or
+            one comma-separated string. "triton" writes ``triton/``, a Triton model repository serving the ONNX
+            graph (its model.onnx a hard link to the artifact's where "onnx" is exported too).
         weights: "default" (pretrained), "random" (seeded initialisation) or the path of a state dict; for
             a model name only.
         image_size: the input H = W, fixed in the graph (default: the model's crop size).
         progress: called with a line of text before each step.
+        triton: settings of the "triton" format (``salrt.formats.triton.REPOSITORY_DEFAULTS``): max_batch,
+            max_queue_delay_ms, instance_kind ("gpu" or "cpu"), instances; unused without that format.
 
     Returns:
-        ``out_dir``, holding one file per format and ``manifest.json``. It appears complete or not at all:
-        files are written to a temporary sibling that is renamed at the end.
+        ``out_dir``, holding one file (triton: a directory) per format and ``manifest.json``. It appears
+        complete or not at all: files are written to a temporary sibling that is renamed at the end.
 
     Raises:
-        InputError: unknown model, format or weights; an image size under 32; an unwritable ``out_dir``.
+        InputError: unknown model, format or weights; an image size under 32; an unwritable ``out_dir``; a bad
+            triton setting, or "triton" without tritonclient installed.
         ExportError: the graph cannot be built or written in a format (the message names the op).
     """
     formats = parse_formats(formats)
+    options = {"triton": repository_options(triton)} if "triton" in formats else {}  # checked before any work
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     spec = as_spec(model, weights)
@@ -141,10 +159,10 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
             graph = build_saliency_graph(spec.module, spec.preprocessing.crop)
         description = describe(spec)
         details = {}
-        for fmt in formats:
+        for fmt in writing_order(formats):
             progress(f"writing {FORMATS[fmt].file}")
             with _export_step(f"cannot export {spec.name} to {fmt}"):
-                details[fmt] = FORMATS[fmt].write(graph, staging / FORMATS[fmt].file, description)
+                details[fmt] = _write(FORMATS[fmt], graph, staging, description, options.get(fmt, {}))
         manifest = _with_files(description, staging, details)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -153,6 +171,13 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _write(fmt: Format, graph: torch.fx.GraphModule, staging: Path, description: dict, options: dict) -> dict:
+    if fmt.reuses:  # it ships another format's file: given that file where this export wrote it (written first)
+        reused = staging / FORMATS[fmt.reuses].file
+        options = {**options, "reused_file": reused if reused.exists() else None}
+    return fmt.write(graph, staging / fmt.file, description, **options)
 
 
 @contextlib.contextmanager

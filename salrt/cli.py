@@ -10,6 +10,7 @@ import click
 
 from .errors import SalrtError
 from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
+from .formats.triton import INSTANCE_KINDS, REPOSITORY_DEFAULTS
 
 
 class _Cli(click.Group):
@@ -47,12 +48,25 @@ _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, typ
               help=f"comma-separated: {', '.join(FORMATS)}")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="default: ./MODEL")
 @click.option("--image-size", type=int, default=None, help="input H=W (default: the model's crop size)")
-def export(model, weights, formats, out_dir, image_size):
-    """Export MODEL's forward + input-gradient + saliency graph."""
+@click.option("--triton-max-batch", "max_batch", type=int, default=REPOSITORY_DEFAULTS["max_batch"],
+              show_default=True, help="triton: max_batch_size, the largest batch dynamic batching forms")
+@click.option("--triton-max-queue-delay-ms", "max_queue_delay_ms", type=float,
+              default=REPOSITORY_DEFAULTS["max_queue_delay_ms"], show_default=True,
+              help="triton: how long a request may wait for others to batch with")
+@click.option("--triton-instance-kind", "instance_kind", default=REPOSITORY_DEFAULTS["instance_kind"],
+              show_default=True, help=f"triton: where the model runs: {' | '.join(INSTANCE_KINDS)}")
+@click.option("--triton-instances", "instances", type=int, default=REPOSITORY_DEFAULTS["instances"],
+              show_default=True, help="triton: model instances (per GPU, for gpu)")
+def export(model, weights, formats, out_dir, image_size, **triton):
+    """Export MODEL's forward + input-gradient + saliency graph.
+
+    --format triton also writes triton/: a model repository for Triton Inference Server's onnxruntime backend
+    and kserve.yaml, a KServe InferenceService for it.
+    """
     from .artifact import export as export_model
     out_dir = out_dir or Path(model)
     written = export_model(model, out_dir, formats=formats, weights=weights, image_size=image_size,
-                           progress=_progress)
+                           progress=_progress, triton=triton)
     click.echo(f"wrote {written}/ ({', '.join(sorted(p.name for p in written.iterdir()))})")
 
 
@@ -154,7 +168,9 @@ def info(artifact_dir, as_json):
         click.echo(f"{key:16} {value}")
     click.echo(f"{'classes':16} {len(manifest['categories'])}")
     for fmt, entry in manifest["files"].items():
-        click.echo(f"{fmt:16} {entry['file']}  {entry['bytes'] / 1e6:.1f} MB  sha256 {entry['sha256'][:16]}…")
+        files = entry.get("files", {entry["file"]: entry})  # a directory's entry lists its files
+        for label, (name, file) in zip([fmt] + [""] * len(files), files.items()):
+            click.echo(f"{label:16} {name}  {file['bytes'] / 1e6:.1f} MB  sha256 {file['sha256'][:16]}…")
     click.echo("inputs           " + ", ".join(f"{io['name']} {io['dtype']}{io['shape']}" for io in manifest["inputs"]))
     click.echo("outputs          " + ", ".join(f"{io['name']} {io['dtype']}{io['shape']}" for io in manifest["outputs"]))
 

@@ -24,6 +24,11 @@ def _name_batch_dimension(model: onnx.ModelProto) -> None:
             dims[0].dim_param = "N"
 
 
+def external_data_file(path: Path) -> Path:
+    """Where ``write`` puts the weights of a model over the protobuf limit (the .onnx file names it, relatively)."""
+    return path.with_name(f"{path.name}.data")
+
+
 def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
     """Export through torch.export with a dynamic batch, then check the model with ONNX's full checker."""
     exported = exported_program(graph, description["input_size"])
@@ -38,7 +43,7 @@ def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
     for key, value in description.items():  # the manifest travels inside the file too
         model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
     external = weight_bytes > _PROTOBUF_LIMIT * 0.9
-    onnx.save_model(model, str(path), save_as_external_data=external, location=f"{path.name}.data")
+    onnx.save_model(model, str(path), save_as_external_data=external, location=external_data_file(path).name)
     onnx.checker.check_model(str(path), full_check=True)
     return {"opset": OPSET, "external_data": external}
 
