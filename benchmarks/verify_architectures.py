@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import tempfile
 import time
 import traceback
@@ -21,12 +20,12 @@ import torch
 from tqdm import tqdm
 
 import salrt
+from salrt.bench import replace_readme_block
 from salrt.graph import input_gradient
 from salrt.models import available_models, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED_SIZE = ("vit_", "swin_", "maxvit_", "inception_v3")  # position embeddings / windows need their size
-MARKERS = ("<!-- architectures:start -->", "<!-- architectures:end -->")
 RESULTS = ROOT / "docs" / "architectures.json"
 
 
@@ -89,11 +88,7 @@ def write_reports(rows: list[dict]) -> None:
              "autograd, random inputs (N=2, one argmax and one explicit target), reduced input size where the "
              "architecture allows.\n\n" + markdown(rows))
     (ROOT / "docs" / "architectures.md").write_text("# Verified architectures\n\n" + table)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if MARKERS[0] in text:
-        pattern = re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1])
-        readme.write_text(re.sub(pattern, lambda _: f"{MARKERS[0]}\n{table}{MARKERS[1]}", text, flags=re.S))
+    replace_readme_block(ROOT / "README.md", "architectures", table)
 
 
 def main(argv=None) -> None:

@@ -112,7 +112,8 @@ def explain(source, images, target, out_dir, backend, device, weights, batch_siz
 @_BACKEND_OPTION
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--max-batch", default=16, show_default=True, help="the most rows Triton's dynamic batcher joins")
-@click.option("--max-queue-delay-ms", default=2.0, show_default=True, help="how long a request waits for others")
+@click.option("--max-queue-delay-ms", type=float, default=None,
+              help="how long a request waits for others while the model is idle [default: 0 on cpu, 2 on cuda]")
 @click.option("--instances", default=1, show_default=True, help="model instances (each its own process)")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Triton's log file")
 def serve(artifact_dir, host, http_port, grpc_port, metrics_port, backend, device, max_batch, max_queue_delay_ms,

@@ -2,7 +2,6 @@
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import torch
 from PIL import Image
 
 import salrt
-from salrt.server import ServeOptions, TritonServer
+from salrt.server import ServeOptions, TritonServer, free_ports
 
 from conftest import png_header, relative_l2
 
@@ -28,18 +27,8 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 MAX_BATCH = 8
 
 
-def free_ports(count: int = 3) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def options(**changes) -> ServeOptions:
-    http_port, grpc_port, metrics_port = free_ports()
+    http_port, grpc_port, metrics_port = free_ports(3)
     return ServeOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, backend="onnxruntime",
                         max_batch=MAX_BATCH, **changes)
 

@@ -79,7 +79,7 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
@@ -140,8 +140,8 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
     for (name, n), samples in times.items():
         p50 = statistics.median(samples)
         results.append({
-            "backend": name, "batch": n, "p50_ms": p50 * 1e3, "p90_ms": _percentile(samples, 90) * 1e3,
-            "p99_ms": _percentile(samples, 99) * 1e3, "ms_per_image": p50 * 1e3 / n, "images_per_s": n / p50,
+            "backend": name, "batch": n, "p50_ms": p50 * 1e3, "p90_ms": percentile(samples, 90) * 1e3,
+            "p99_ms": percentile(samples, 99) * 1e3, "ms_per_image": p50 * 1e3 / n, "images_per_s": n / p50,
             "gflops": flops * n * (1 if name == FORWARD else 2) / p50 / 1e9,
             "peak_fraction": flops * n * (1 if name == FORWARD else 2) / p50 / 1e9 / peak,
             "first_call_ms": first_call_ms[name], "rss_added_mb": rss_added[name],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -49,3 +50,13 @@ def save(report: dict, json_path: Optional[Path], plot_path: Optional[Path]) -> 
         Path(json_path).write_text(json.dumps(report, indent=1))
     if plot_path:
         plot(report, Path(plot_path))
+
+
+def replace_readme_block(readme: Path, name: str, body: str) -> None:
+    """Rewrites what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``readme``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block")
+    pattern = re.escape(start) + ".*?" + re.escape(end)
+    readme.write_text(re.sub(pattern, lambda _: f"{start}\n{body}\n{end}", text, flags=re.S))

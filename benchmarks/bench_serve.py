@@ -1,0 +1,205 @@
+"""`salrt serve` under load on loopback, against the same artifact explained in-process, in one run.
+
+For each model: the in-process ``explain`` at N=1 (p50) and N=8 (images/s); then a Triton server (the
+defaults of `salrt serve`: backend auto, --max-batch 16, --max-queue-delay-ms 2) taking single-image requests
+from 1, 4 and 16 concurrent ``tritonclient`` threads (Triton's own perf_analyzer is not on PyPI for this
+machine): throughput, p50/p90/p99 latency, errors, server-side queue and compute time per request, and the
+average batch Triton executed (from its statistics). Updates docs/bench-serve.{json,png} and the README.
+
+    python benchmarks/bench_serve.py [--models resnet50,resnet18] [--requests 48]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import tritonclient.http as http
+
+import salrt
+from salrt.bench import replace_readme_block
+from salrt.bench.harness import cached_artifact, percentile
+from salrt.formats import BY_BACKEND
+from salrt.models import load_model
+from salrt.server import TENSOR, ServeOptions, TritonServer, free_ports
+
+ROOT = Path(__file__).resolve().parent.parent
+CONCURRENCY = (1, 4, 16)
+
+
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def tensor_inputs(image: np.ndarray) -> list:
+    inputs = [http.InferInput("image", list(image.shape), "FP32")]
+    inputs[0].set_data_from_numpy(image)
+    return inputs
+
+
+class Load:
+    """Single-image requests from ``concurrency`` threads, one tritonclient each (it is gevent-based), with
+    Triton's statistics read before and after: ``run`` adds one block of requests to the totals."""
+
+    def __init__(self, server: TritonServer, image: np.ndarray, concurrency: int):
+        self.server, self.image, self.concurrency = server, image, concurrency
+        self.model = server.models[TENSOR]
+        self.latencies, self.errors, self.wall = [], 0, 0.0
+        self.stats = http.InferenceServerClient(server.url)
+        self.deltas = {"inference_count": 0, "execution_count": 0}
+
+    def _client_thread(self, requests: int) -> tuple[list[float], int]:
+        client, inputs = http.InferenceServerClient(self.server.url), tensor_inputs(self.image)
+        latencies, errors = [], 0
+        for _ in range(requests):
+            try:
+                latencies.append(_timed(lambda: client.infer(self.model, inputs)))
+            except Exception:
+                errors += 1
+        client.close()
+        return latencies, errors
+
+    def run(self, requests: int) -> None:
+        before = self._statistics()
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            started = time.perf_counter()
+            results = list(pool.map(self._client_thread, [requests // self.concurrency] * self.concurrency))
+            self.wall += time.perf_counter() - started
+        after = self._statistics()
+        for key in after:
+            self.deltas[key] = self.deltas.get(key, 0) + after[key] - before[key]
+        self.latencies += [t for per_thread, _ in results for t in per_thread]
+        self.errors += sum(errors for _, errors in results)
+
+    def _statistics(self) -> dict:
+        model = self.stats.get_inference_statistics(self.model)["model_stats"][0]
+        times = {kind: int(value["ns"]) for kind, value in model["inference_stats"].items()}
+        return {"inference_count": int(model["inference_count"]), "execution_count": int(model["execution_count"]),
+                **times}
+
+    def summary(self) -> dict:
+        done = max(self.deltas["inference_count"], 1)
+        per_request_ms = {kind: self.deltas.get(kind, 0) / 1e6 / done for kind in
+                          ("queue", "compute_input", "compute_infer", "compute_output")}
+        return {"concurrency": self.concurrency, "requests": len(self.latencies), "errors": self.errors,
+                "images_per_s": len(self.latencies) / self.wall, "p50_ms": percentile(self.latencies, 50) * 1e3,
+                "p90_ms": percentile(self.latencies, 90) * 1e3, "p99_ms": percentile(self.latencies, 99) * 1e3,
+                "queue_ms": per_request_ms["queue"],
+                "compute_ms": sum(v for k, v in per_request_ms.items() if k != "queue"),
+                "average_batch": done / max(self.deltas["execution_count"], 1)}
+
+
+def bench_model(name: str, requests: int, rounds: int) -> dict:
+    """In-process and served measurements interleaved, so both see the same machine state: N=1 calls
+    alternate with concurrency-1 requests, N=8 calls with blocks of concurrency-16 requests."""
+    spec = load_model(name, "random")
+    artifact = cached_artifact(spec, [f.name for f in BY_BACKEND.values()], ROOT / ".salrt-bench", print)
+    size = spec.preprocessing.crop
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    batch8 = image.expand(8, -1, -1, -1).contiguous()
+    explainer = salrt.load(artifact)
+    http_port, grpc_port, metrics_port = free_ports(3)
+    with TritonServer(artifact, ServeOptions(http_port=http_port, grpc_port=grpc_port,
+                                             metrics_port=metrics_port)) as server:
+        loads = {c: Load(server, image.numpy(), c) for c in CONCURRENCY}
+        for _ in range(2):  # warm-up: both paths, both batch sizes
+            explainer.explain(image), explainer.explain(batch8), loads[1]._client_thread(2)
+        n1, n8 = [], []
+        for _ in range(rounds):
+            n1.append(_timed(lambda: explainer.explain(image)))
+            loads[1].run(1)
+        loads[4].run(requests)
+        for _ in range(3):
+            n8.append(_timed(lambda: explainer.explain(batch8)))
+            loads[16].run(max(requests, 8 * 16) // 3 // 16 * 16)
+    local = {"backend_n1": explainer.backend_for(1), "backend_n8": explainer.backend_for(8),
+             "n1_p50_ms": statistics.median(n1) * 1e3, "n8_images_per_s": 8 / statistics.median(n8)}
+    rows = [loads[c].summary() for c in CONCURRENCY]
+    print(f"{name} in-process: N=1 p50 {local['n1_p50_ms']:.1f} ms ({local['backend_n1']}), "
+          f"N=8 {local['n8_images_per_s']:.2f} img/s ({local['backend_n8']})", flush=True)
+    for row in rows:
+        print(f"{name} served, concurrency {row['concurrency']:2}: {row['images_per_s']:5.2f} img/s, p50 "
+              f"{row['p50_ms']:6.1f} p99 {row['p99_ms']:6.1f} ms, queue {row['queue_ms']:5.1f} ms, compute "
+              f"{row['compute_ms']:6.1f} ms, batch {row['average_batch']:.2f}, errors {row['errors']}", flush=True)
+    return {"model": name, "in_process": local, "served": rows,
+            "c1_p50_over_in_process_n1": rows[0]["p50_ms"] / local["n1_p50_ms"],
+            "c16_throughput_over_in_process_n8": rows[-1]["images_per_s"] / local["n8_images_per_s"]}
+
+
+def table(report: dict) -> str:
+    lines = ["| model | concurrency | img/s | p50 ms | p90 ms | p99 ms | errors | queue ms | compute ms | avg batch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for result in report["models"]:
+        local = result["in_process"]
+        lines.append(f"| {result['model']} | in-process N=1 ({local['backend_n1']}) | "
+                     f"{1e3 / local['n1_p50_ms']:.2f} | {local['n1_p50_ms']:.1f} | | | | | | 1 |")
+        lines.append(f"| {result['model']} | in-process N=8 ({local['backend_n8']}) | "
+                     f"{local['n8_images_per_s']:.2f} | | | | | | | 8 |")
+        for r in result["served"]:
+            lines.append(f"| {result['model']} | served, {r['concurrency']} | {r['images_per_s']:.2f} | "
+                         f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
+                         f"{r['queue_ms']:.1f} | {r['compute_ms']:.1f} | {r['average_batch']:.2f} |")
+    lines.append("")
+    for result in report["models"]:
+        lines.append(f"- {result['model']}: served p50 at concurrency 1 = "
+                     f"{result['c1_p50_over_in_process_n1']:.3f} x in-process N=1 (goal <= 1.05); throughput at "
+                     f"concurrency 16 = {result['c16_throughput_over_in_process_n8']:.2f} x in-process N=8 "
+                     "(goal >= 0.90)")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for result in report["models"]:
+        served = result["served"]
+        line, = axis.plot([r["images_per_s"] for r in served], [r["p50_ms"] for r in served], "o-",
+                          label=f"{result['model']} served (p50)")
+        for r in served:
+            axis.annotate(f"c={r['concurrency']}", (r["images_per_s"], r["p50_ms"]), textcoords="offset points",
+                          xytext=(5, 5), fontsize=8)
+        local = result["in_process"]
+        axis.plot([1e3 / local["n1_p50_ms"], local["n8_images_per_s"]], [local["n1_p50_ms"], 8e3 /
+                  local["n8_images_per_s"]], "s--", color=line.get_color(), alpha=0.6,
+                  label=f"{result['model']} in-process N=1, N=8")
+    axis.set_xlabel("throughput (images/s)")
+    axis.set_ylabel("latency per request (ms)")
+    axis.set_title("salrt serve (Triton, loopback, 2 CPU cores) vs in-process")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="resnet50,resnet18")
+    parser.add_argument("--requests", type=int, default=48, help="timed requests at concurrency 4 (16: at least 128)")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved N=1 pairs (in-process call, request)")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args(argv)
+    report = {"cpus": torch.get_num_threads(), "torch": torch.__version__,
+              "models": [bench_model(name, args.requests, args.rounds) for name in args.models.split(",")]}
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "bench-serve.json").write_text(json.dumps(report, indent=1))
+    plot(report, ROOT / "docs" / "bench-serve.png")
+    print(table(report))
+    if not args.no_readme:
+        replace_readme_block(ROOT / "README.md", "serve", (
+            "Generated by `python benchmarks/bench_serve.py` (this machine: 2 CPU cores; loopback HTTP, one "
+            "image per request; queue and compute are Triton's per-request averages):\n\n" + table(report) +
+            "\n\n![serving: latency vs throughput](docs/bench-serve.png)"))
+    return report
+
+
+if __name__ == "__main__":
+    main()
