@@ -173,7 +173,8 @@ def _eager_run(module: torch.nn.Module, device: torch.device) -> Run:
     return run
 
 
-def _device(device: Union[str, torch.device]) -> torch.device:
+def checked_device(device: Union[str, torch.device]) -> torch.device:
+    """A torch.device salrt runs on here, or InputError."""
     try:
         device = torch.device(device)
     except RuntimeError as err:
@@ -208,7 +209,7 @@ def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch
             cannot load, or a format that does not run on the device.
     """
     check_backend(backend)
-    device = _device(device)
+    device = checked_device(device)
     if isinstance(source, str) and source in available_models():
         if backend not in (AUTO, EAGER):
             raise InputError(f"backend {backend!r} needs an artifact directory: run `salrt export {source}`, "

@@ -29,8 +29,8 @@ MAX_BATCH = 8
 
 def options(**changes) -> ServeOptions:
     http_port, grpc_port, metrics_port = free_ports(3)
-    return ServeOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, backend="onnxruntime",
-                        max_batch=MAX_BATCH, **changes)
+    return ServeOptions(**{"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
+                           "backend": "onnxruntime", "max_batch": MAX_BATCH, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +293,10 @@ def test_serve_refuses_bad_options_and_a_missing_artifact(tmp_path, artifact, ph
         TritonServer(artifact, ServeOptions(http_port=9000, grpc_port=9000, metrics_port=9002))
     with pytest.raises(salrt.errors.ArtifactError, match="not a salrt artifact"):
         TritonServer(tmp_path, options())
+    with pytest.raises(salrt.errors.ArtifactError, match="has no aoti artifact"):
+        TritonServer(artifact, options(backend="aoti"))
+    with pytest.raises(salrt.errors.InputError, match="no CUDA GPU"):
+        TritonServer(artifact, options(device="cuda"))
     result = subprocess.run([sys.executable, "-m", "salrt.cli", "explain", "resnet18", "--server",
                              f"127.0.0.1:{free_ports(1)[0]}", str(photo_files["chelsea"])], capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("error: no salrt server answers"), result.stderr

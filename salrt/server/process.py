@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 from ..errors import InputError, SalrtError
 from ..formats import AUTO, check_backend
+from ..runtime import checked_device
 from .repository import pytriton_dir, write_repository
 
 # Clients may infer, read health, metadata, configs and statistics; these stay closed to them (with
@@ -48,11 +49,9 @@ class ServeOptions:
     def check(self) -> "ServeOptions":
         """The options with defaults resolved, or InputError."""
         check_backend(self.backend)
+        device = checked_device(self.device)  # refused here, not after Triton has started
         if self.max_queue_delay_ms is None:
-            device = self.device.split(":")[0]
-            if device not in QUEUE_DELAY_MS:
-                raise InputError(f"unsupported device {self.device}; use 'cpu' or 'cuda'")
-            return dataclasses.replace(self, max_queue_delay_ms=QUEUE_DELAY_MS[device]).check()
+            return dataclasses.replace(self, max_queue_delay_ms=QUEUE_DELAY_MS[device.type]).check()
         ports = (self.http_port, self.grpc_port, self.metrics_port)
         if len(set(ports)) != 3 or not all(0 < port < 65536 for port in ports):
             raise InputError(f"HTTP, gRPC and metrics ports must be three different ports in 1-65535, got {ports}")

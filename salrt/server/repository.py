@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from ..artifact import read_manifest
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
+from ..formats import BY_BACKEND
 from ..formats.triton import CPU, concrete_contract, model_config, write_config
 
 TENSOR, IMAGE = "tensor", "image"  # the two kinds of model: graph tensors in, or encoded photos in
@@ -54,6 +55,9 @@ def write_repository(artifact: Path, root: Path, *, backend: str, device: str, m
     """Writes both models under ``root`` and returns {kind: model name}."""
     artifact = Path(artifact).absolute()
     manifest = read_manifest(artifact)
+    if backend in BY_BACKEND and BY_BACKEND[backend].name not in manifest["files"]:
+        raise ArtifactError(f"{artifact} has no {BY_BACKEND[backend].name} artifact for backend {backend!r} "
+                            f"(it has: {', '.join(manifest['files'])})")
     names = model_names(manifest)
     for kind, (inputs, outputs) in _contracts(manifest).items():
         directory = root / names[kind]
