@@ -7,7 +7,8 @@ The package reads as the pipeline: ``models`` -> ``graph`` (trace, passes, decom
 from ._version import __version__
 from .artifact import export
 from .errors import ArtifactError, ExportError, InputError, SalrtError
+from .graph import Method
 from .runtime import Explainer, Explanation, load
 
-__all__ = ["__version__", "ArtifactError", "ExportError", "Explainer", "Explanation", "InputError", "SalrtError",
-           "export", "load"]
+__all__ = ["__version__", "ArtifactError", "ExportError", "Explainer", "Explanation", "InputError", "Method",
+           "SalrtError", "export", "load"]

@@ -21,7 +21,7 @@ from ._version import __version__
 from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
 from .formats.triton import repository_options
-from .graph import INPUTS, OUTPUTS, build_saliency_graph
+from .graph import INPUTS, Method, build_saliency_graph, outputs_named
 from .models import ClassifierSpec, Preprocessing, as_spec
 
 FORMAT_VERSION = 1
@@ -38,8 +38,8 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe(spec: ClassifierSpec) -> dict:
-    """Everything the manifest says about a model, before any file exists."""
+def describe(spec: ClassifierSpec, method: Method = Method()) -> dict:
+    """Everything the manifest says about a model and the method its graph computes, before any file exists."""
     size = spec.preprocessing.crop
     return {
         "format_version": FORMAT_VERSION,
@@ -49,8 +49,11 @@ def describe(spec: ClassifierSpec) -> dict:
         "weights": spec.weights,
         "input_size": [size, size],
         "preprocessing": dataclasses.asdict(spec.preprocessing),
+        "method": method.parameters(),
+        "chunk": method.chunk_for(size),
+        "images_per_call": method.images_per_call(size),
         "inputs": INPUTS,
-        "outputs": OUTPUTS,
+        "outputs": outputs_named(method.outputs),
         "categories": spec.categories,
     }
 
@@ -117,7 +120,7 @@ def preprocessing_of(manifest: dict) -> Preprocessing:
 def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[str, Path],
            formats: Union[str, Iterable[str]] = ("torchscript",), weights: str = "default",
            image_size: Optional[int] = None, progress: Progress = lambda message: None,
-           triton: Optional[dict] = None) -> Path:
+           triton: Optional[dict] = None, method: Method = Method()) -> Path:
     """Export ``model``'s saliency graph to an artifact directory and return its path.
 
     Args:
@@ -132,6 +135,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
             a model name only.
         image_size: the input H = W, fixed in the graph (default: the model's crop size).
         progress: called with a line of text before each step.
+        method: what the graph computes (``salrt.graph.Method``: saliency, input_x_gradient, smoothgrad,
+            smoothgrad_sq, vargrad, integrated_gradients, with their parameters); recorded in the manifest.
         triton: settings of the "triton" format (``salrt.formats.triton.REPOSITORY_DEFAULTS``): max_batch,
             max_queue_delay_ms, instance_kind ("gpu" or "cpu"), instances; unused without that format.
 
@@ -145,6 +150,7 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         ExportError: the graph cannot be built or written in a format (the message names the op).
     """
     formats = parse_formats(formats)
+    method = method.check()
     options = {"triton": repository_options(triton)} if "triton" in formats else {}  # checked before any work
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
@@ -156,8 +162,9 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         started = time.perf_counter()
         progress(f"tracing the saliency graph of {spec.name}")
         with _export_step(f"cannot build the saliency graph of {spec.name}"):
-            graph = build_saliency_graph(spec.module, spec.preprocessing.crop)
-        description = describe(spec)
+            graph = build_saliency_graph(spec.module, spec.preprocessing.crop, method=method,
+                                         mean=spec.preprocessing.mean, std=spec.preprocessing.std)
+        description = describe(spec, method)
         details = {}
         for fmt in writing_order(formats):
             progress(f"writing {FORMATS[fmt].file}")

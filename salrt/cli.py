@@ -1,6 +1,7 @@
-"""The ``salrt`` command line: export, explain, serve, info, bench."""
+"""The ``salrt`` command line: export, explain, serve, evaluate, info, bench."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
@@ -37,6 +38,34 @@ def _progress(message: str) -> None:
     click.echo(f"  {message}", err=True)
 
 
+def _method_options(command):
+    """--method and its parameters (salrt.graph.Method); the command receives ``method``: a Method or None."""
+    from .graph.methods import BASELINES, IG_METHODS, METHODS, Method
+    defaults = Method()
+    options = [
+        click.option("--method", type=click.Choice(METHODS), default=None,
+                     help="what to attribute with [default: saliency; an artifact: the one it was exported with]"),
+        click.option("--samples", type=int, default=defaults.samples, show_default=True, help="smoothgrad family"),
+        click.option("--noise", type=float, default=defaults.noise, show_default=True,
+                     help="smoothgrad family: noise std as a fraction of each image's value range"),
+        click.option("--seed", type=int, default=defaults.seed, show_default=True, help="smoothgrad family: the noise"),
+        click.option("--steps", type=int, default=defaults.steps, show_default=True, help="integrated_gradients"),
+        click.option("--ig-method", type=click.Choice(IG_METHODS), default=defaults.ig_method, show_default=True),
+        click.option("--baseline", type=click.Choice(BASELINES), default=defaults.baseline, show_default=True,
+                     help="integrated_gradients: zeros (normalized space) or a black image"),
+        click.option("--chunk", type=int, default=0, help="samples per forward+backward step [default: from the size]"),
+    ]
+
+    @functools.wraps(command)
+    def with_method(*args, method, samples, noise, seed, steps, ig_method, baseline, chunk, **kwargs):
+        chosen = method and Method(method, samples=samples, noise=noise, seed=seed, steps=steps, ig_method=ig_method,
+                                   baseline=baseline, chunk=chunk)
+        return command(*args, method=chosen, **kwargs)
+    for option in reversed(options):
+        with_method = option(with_method)
+    return with_method
+
+
 _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, type=click.Choice(BACKENDS),
                                help="auto: the fastest format the artifact holds for the device")
 
@@ -57,7 +86,8 @@ _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, typ
               show_default=True, help=f"triton: where the model runs: {' | '.join(INSTANCE_KINDS)}")
 @click.option("--triton-instances", "instances", type=int, default=REPOSITORY_DEFAULTS["instances"],
               show_default=True, help="triton: model instances (per GPU, for gpu)")
-def export(model, weights, formats, out_dir, image_size, **triton):
+@_method_options
+def export(model, weights, formats, out_dir, image_size, method, **triton):
     """Export MODEL's forward + input-gradient + saliency graph.
 
     --format triton also writes triton/: a model repository for Triton Inference Server's onnxruntime backend
@@ -66,7 +96,7 @@ def export(model, weights, formats, out_dir, image_size, **triton):
     from .artifact import export as export_model
     out_dir = out_dir or Path(model)
     written = export_model(model, out_dir, formats=formats, weights=weights, image_size=image_size,
-                           progress=_progress, triton=triton)
+                           progress=_progress, triton=triton, **({"method": method} if method else {}))
     click.echo(f"wrote {written}/ ({', '.join(sorted(p.name for p in written.iterdir()))})")
 
 
@@ -81,7 +111,8 @@ def export(model, weights, formats, out_dir, image_size, **triton):
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="explain on a `salrt serve` server; SOURCE is then the served model's name")
-def explain(source, images, target, out_dir, backend, device, weights, batch_size, server):
+@_method_options
+def explain(source, images, target, out_dir, backend, device, weights, batch_size, server, method):
     """Explain IMAGES with SOURCE: writes NAME_saliency.png and NAME_overlay.png per image and prints the
     top-5 classes.
 
@@ -100,7 +131,7 @@ def explain(source, images, target, out_dir, backend, device, weights, batch_siz
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
     explain_files(source, list(images), out_dir, target=target, backend=backend, device=device, weights=weights,
-                  batch_size=batch_size, output=click.echo, server=server)
+                  batch_size=batch_size, output=click.echo, server=server, method=method)
 
 
 @main.command()
@@ -152,6 +183,27 @@ def bench(model, batch, backends, weights, rounds, device, quick, json_path, plo
                                   progress=_progress)
     click.echo(benchmarks.table(report))
     benchmarks.save(report, json_path, plot_path)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--method", "methods", default="all", show_default=True,
+              help="comma-separated methods (each with its default parameters), or all")
+@click.option("--metrics", default="deletion,insertion,randomization", show_default=True)
+@click.option("--steps", default=50, show_default=True, help="deletion/insertion steps")
+@click.option("--weights", default="default", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("evaluation"), show_default=True)
+def evaluate(model, images, methods, metrics, steps, weights, out_dir):
+    """Score saliency methods on IMAGES with MODEL (a model name, run in PyTorch): deletion and insertion AUC
+    against a random ranking, and the model-randomization check. Writes report.json, curves.png,
+    randomization.png and methods.png (every method's map on every image, labelled) to --out."""
+    from .evaluate import evaluate as run_evaluation, parse_methods, table
+    report = run_evaluation(model, list(images), parse_methods(methods),
+                            [m.strip() for m in metrics.split(",") if m.strip()], out_dir, steps=steps,
+                            weights=weights, progress=_progress)
+    click.echo(table(report))
+    click.echo(f"wrote {out_dir}/ (report.json, curves.png, randomization.png, methods.png)")
 
 
 @main.command()

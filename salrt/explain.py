@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .formats import AUTO
+from .graph import Method
 from .images import decode, displayed_image, read_file
 from .render import heatmap, overlay
 from .runtime import load
@@ -26,7 +27,8 @@ def _writable(out_dir: Path) -> Path:
 
 def explain_files(source: str, paths: list[Path], out_dir: Path, target: Optional[int] = None,
                   backend: str = AUTO, device: str = "cpu", weights: str = "default", batch_size: int = 8,
-                  output: Callable[[str], None] = print, server: Optional[str] = None) -> list[Path]:
+                  output: Callable[[str], None] = print, server: Optional[str] = None,
+                  method: Optional[Method] = None) -> list[Path]:
     """Writes NAME_saliency.png and NAME_overlay.png for each image and passes each image's top-5 line to
     ``output``; returns the files written. With ``server`` (host:port of ``salrt serve``), ``source`` is the
     served model's name and the server computes the maps from the encoded files.
@@ -40,7 +42,7 @@ def explain_files(source: str, paths: list[Path], out_dir: Path, target: Optiona
         remote = RemoteExplainer(server, source)
         explain, preprocessing = lambda rows: remote.explain(encoded[rows], target), remote.preprocessing
     else:
-        explainer = load(source, backend=backend, device=device, weights=weights)
+        explainer = load(source, backend=backend, device=device, weights=weights, method=method)
         explain, preprocessing = lambda rows: explainer.explain(images[rows], target=target), explainer.preprocessing
     _writable(out_dir)
     written = []

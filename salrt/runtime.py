@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -12,21 +13,27 @@ from . import ops
 from .artifact import describe, is_artifact_dir, preprocessing_of, read_manifest, verified_file
 from .errors import ArtifactError, InputError
 from .formats import AUTO, BY_BACKEND, EAGER, Run, auto_routes, check_backend
-from .graph import input_gradient
+from .graph import Method, input_gradient, method_outputs
 from .images import ImageLike, open_image, to_batch
 from .models import available_models, load_model
 
 
 @dataclasses.dataclass
 class Explanation:
-    """Per image: logits [N,K], the class explained [N], the saliency map [N,H,W] in [0,1], the input
-    gradient [N,3,H,W] (None from a server's image model); and the backend that computed them."""
+    """Per image: logits [N,K], the class explained [N], the saliency map [N,H,W] in [0,1], the attribution
+    [N,3,H,W] (``attribution``, also ``grad``: the input gradient for the saliency method; None from a
+    server's image model), integrated gradients' completeness error ``delta`` [N]; and the backend used."""
     logits: torch.Tensor
     target: torch.Tensor
     saliency: torch.Tensor
     grad: Optional[torch.Tensor]
     categories: Sequence[str]
     backend: str
+    delta: Optional[torch.Tensor] = None
+
+    @property
+    def attribution(self) -> Optional[torch.Tensor]:
+        return self.grad
 
     def top(self, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """The k most probable classes of each image as (index, name, probability)."""
@@ -109,10 +116,14 @@ class Explainer:
         """
         batch, targets = self.checked_inputs(images, target)
         backend = self.backend_for(batch.shape[0])
+        run = self._run(backend)
+        # a sampling method's memory grows with images x samples per step: large batches go in parts
+        step = self.manifest.get("images_per_call") or batch.shape[0]
         # contiguous: AOTInductor packages read their inputs' memory as dense NCHW without checking strides
-        logits, used_target, saliency, grad = self._run(backend)(batch.to(self.device).contiguous(),
-                                                                targets.to(self.device))
-        return Explanation(logits, used_target, saliency, grad, self.categories, backend)
+        parts = [run(batch[i:i + step].to(self.device).contiguous(), targets[i:i + step].to(self.device))
+                 for i in range(0, batch.shape[0], step)]
+        outputs = [torch.cat(pieces) for pieces in zip(*parts)]
+        return Explanation(*outputs[:4], self.categories, backend, delta=outputs[4] if len(outputs) > 4 else None)
 
     def checked_inputs(self, images, target=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``explain``'s arguments as the [N,3,H,W] float32 batch and [N] int64 targets it runs, after the
@@ -164,8 +175,14 @@ class Explainer:
         return targets
 
 
-def _eager_run(module: torch.nn.Module, device: torch.device) -> Run:
+def _eager_run(module: torch.nn.Module, device: torch.device, manifest: dict) -> Run:
+    """The model in PyTorch computing the manifest's method: the saliency method with the fused op, the
+    others with the very functions the exported graphs trace."""
     module = module.to(device)
+    method = Method.of(manifest)
+    if method.name != "saliency":
+        p = manifest["preprocessing"]
+        return functools.partial(method_outputs(method, manifest["input_size"][0], p["mean"], p["std"]), module)
 
     def run(image: torch.Tensor, target: torch.Tensor):
         logits, used_target, grad = input_gradient(module, image, target)
@@ -187,7 +204,7 @@ def checked_device(device: Union[str, torch.device]) -> torch.device:
 
 
 def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch.device] = "cpu",
-         weights: str = "default") -> Explainer:
+         weights: str = "default", method: Optional[Method] = None) -> Explainer:
     """An explainer for a model name (run eagerly in PyTorch) or an artifact directory.
 
     Args:
@@ -199,6 +216,8 @@ def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch
             "aoti", "aoti_n1".
         device: "cpu" or "cuda[:i]".
         weights: for a model name only: "default", "random" or the path of a state dict.
+        method: for a model name, the method to run (``salrt.graph.Method``; default: saliency); an artifact
+            runs the method it was exported with (another one here is an InputError).
 
     Returns:
         An ``Explainer``.
@@ -215,9 +234,14 @@ def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch
             raise InputError(f"backend {backend!r} needs an artifact directory: run `salrt export {source}`, "
                              f"then load {source + '/'!r}")
         spec = load_model(source, weights)
-        return Explainer({EAGER: lambda: _eager_run(spec.module, device)}, [(1, EAGER)], describe(spec), device)
+        manifest = describe(spec, (method or Method()).check())
+        return Explainer({EAGER: lambda: _eager_run(spec.module, device, manifest)}, [(1, EAGER)], manifest, device)
     if Path(source).is_dir():
-        return _load_artifact(Path(source), backend, device)
+        explainer = _load_artifact(Path(source), backend, device)
+        if method is not None and method.check().parameters() != Method.of(explainer.manifest).parameters():
+            raise InputError(f"{source} computes {Method.of(explainer.manifest).parameters()}, not "
+                             f"{method.parameters()}: export it with that method, or load the model by name")
+        return explainer
     raise InputError(f"{source} is neither an artifact directory nor a known model name")
 
 
@@ -227,7 +251,7 @@ def _load_artifact(directory: Path, backend: str, device: torch.device) -> Expla
     loaders = {}
     for name in {route_backend for _, route_backend in routes}:
         if name == EAGER:
-            loaders[name] = lambda: _eager_run(_rebuilt_model(directory, manifest), device)
+            loaders[name] = lambda: _eager_run(_rebuilt_model(directory, manifest), device, manifest)
         else:
             path = verified_file(directory, manifest, BY_BACKEND[name].name)  # now: a bad file fails the load
             loaders[name] = lambda load=BY_BACKEND[name].load, path=path: load(path, device)

@@ -80,6 +80,19 @@ def test_matches_python(binary, artifact, tmp_path, backend, target):
     assert grad.abs().amax() > 0, "gradient is all zeros"
 
 
+def test_runs_a_method_artifact_with_an_extra_output(binary, tmp_path):
+    """integrated_gradients adds `delta` after the four outputs: the C++ runtime returns the four."""
+    method = salrt.Method("integrated_gradients", steps=4, chunk=2)
+    directory = salrt.export("resnet18", tmp_path / "ig", formats="torchscript", weights="random", image_size=64,
+                             method=method)
+    image = fresh_batch()
+    run(binary, directory, save_input(tmp_path / "in.pt", image), tmp_path / "out.pt", "--backend", "torchscript")
+    logits, used_target, saliency, attribution = torch.load(tmp_path / "out.pt")
+    expected = salrt.load(directory).explain(image)
+    assert torch.equal(used_target, expected.target)
+    assert relative_l2(attribution, expected.attribution) <= 1e-5 and attribution.abs().amax() > 0
+
+
 def python_error(call) -> str:
     with pytest.raises(SalrtError) as err:
         call()

@@ -300,3 +300,21 @@ def test_serve_refuses_bad_options_and_a_missing_artifact(tmp_path, artifact, ph
     result = subprocess.run([sys.executable, "-m", "salrt.cli", "explain", "resnet18", "--server",
                              f"127.0.0.1:{free_ports(1)[0]}", str(photo_files["chelsea"])], capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("error: no salrt server answers"), result.stderr
+
+
+def test_serves_whatever_method_the_artifact_holds(tmp_path):
+    """An integrated-gradients artifact: its extra output (delta) is declared and served like the others."""
+    method = salrt.Method("integrated_gradients", steps=4, chunk=2)
+    artifact = salrt.export("resnet18", tmp_path / "ig", formats="torchscript", weights="random", image_size=64,
+                            method=method)
+    image = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(11))
+    expected = salrt.load(artifact).explain(image, [-1, 3])
+    with TritonServer(artifact, options(backend="torchscript")) as server:
+        client = http.InferenceServerClient(server.url)
+        outputs = [o["name"] for o in client.get_model_metadata("resnet18")["outputs"]]
+        result = client.infer("resnet18", tensor_request(http, image.numpy(), [-1, 3]))
+        client.close()
+    assert outputs == ["logits", "used_target", "saliency", "grad", "delta"]
+    assert result.as_numpy("delta").shape == (2, 1)
+    assert relative_l2(torch.from_numpy(result.as_numpy("grad").copy()), expected.attribution) <= 1e-5
+    assert np.allclose(result.as_numpy("delta").ravel(), expected.delta.numpy(), atol=1e-5)

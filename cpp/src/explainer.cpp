@@ -6,6 +6,7 @@
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -259,9 +260,10 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
   std::vector<at::Tensor> out;
   if (m.aoti && m.backend == "aoti_n1") {
     // The single-image package checks no shapes (given two images it explains the first only): one by one.
-    std::vector<std::vector<at::Tensor>> per_output(4);
+    std::vector<std::vector<at::Tensor>> per_output;
     for (int64_t i = 0; i < n; ++i) {
       auto one = m.aoti->run({batch.narrow(0, i, 1), targets.narrow(0, i, 1)});
+      if (per_output.empty()) per_output.resize(std::max<size_t>(one.size(), 4));
       if (one.size() != per_output.size())
         throw Error(m.backend + " model returned " + std::to_string(one.size()) + " outputs, expected 4 "
                     "(logits, used_target, saliency, grad): export it again");
@@ -274,7 +276,8 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
     auto result = m.torchscript->forward({batch, targets});
     for (const auto& value : result.toTupleRef().elements()) out.push_back(value.toTensor());
   }
-  if (out.size() != 4)
+  // A method may add outputs after these four (integrated_gradients: delta); the C++ API returns the four.
+  if (out.size() < 4)
     throw Error(m.backend + " model returned " + std::to_string(out.size()) + " outputs, expected 4 "
                 "(logits, used_target, saliency, grad): export it again");
   return {out[0], out[1], out[2], out[3]};

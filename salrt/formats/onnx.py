@@ -10,7 +10,7 @@ import torch
 
 from ..errors import ArtifactError
 from ..graph import exported_program
-from ..graph.io import INPUT_NAMES, OUTPUT_NAMES
+from ..graph.io import INPUT_NAMES
 
 OPSET = 20
 _PROTOBUF_LIMIT = 2 * 1024**3  # one .onnx file holds at most 2 GB; larger weights go to model.onnx.data
@@ -37,7 +37,8 @@ def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torch.onnx")
         program = torch.onnx.export(exported, dynamo=True, opset_version=OPSET, input_names=INPUT_NAMES,
-                                    output_names=OUTPUT_NAMES, optimize=True, verbose=False)
+                                    output_names=[io["name"] for io in description["outputs"]], optimize=True,
+                                    verbose=False)
     model = program.model_proto
     _name_batch_dimension(model)
     for key, value in description.items():  # the manifest travels inside the file too
@@ -65,6 +66,6 @@ def load(path: Path, device: torch.device):
 
     def run(image: torch.Tensor, target: torch.Tensor):
         feed = dict(zip(INPUT_NAMES, (image.cpu().numpy(), target.cpu().numpy())))
-        outputs = session.run(OUTPUT_NAMES, feed)
+        outputs = session.run(None, feed)  # every output, in the graph's order
         return tuple(torch.from_numpy(output).to(device) for output in outputs)
     return run

@@ -11,12 +11,14 @@ from __future__ import annotations
 import torch
 
 from .decompositions import backward_as_forward_ops, forward_rewrites
-from .io import INPUTS, OUTPUTS
+from .io import INPUTS, OUTPUTS, outputs_named
+from .methods import METHODS, Method, method_outputs
 from .passes import check_no_backward_ops, direct_input_gradient_convolutions, drop_no_op_restrides, fold_batch_norms
-from .saliency import input_gradient, saliency_outputs
+from .saliency import input_gradient
 from .trace import example_inputs, exported_program, trace_with_constant_weights
 
-__all__ = ["INPUTS", "OUTPUTS", "build_saliency_graph", "exported_program", "input_gradient", "trace_forward"]
+__all__ = ["INPUTS", "METHODS", "Method", "OUTPUTS", "build_saliency_graph", "exported_program", "input_gradient",
+           "method_outputs", "outputs_named", "trace_forward"]
 
 
 def trace_forward(model: torch.nn.Module, image_size: int) -> torch.fx.GraphModule:
@@ -24,12 +26,14 @@ def trace_forward(model: torch.nn.Module, image_size: int) -> torch.fx.GraphModu
     return trace_with_constant_weights(model, lambda forward, x: forward(x), (image,), forward_rewrites())
 
 
-def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool = True) -> torch.fx.GraphModule:
-    """The joint forward + input-gradient + saliency graph of ``model`` for square inputs of ``image_size``."""
+def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool = True, method: Method = Method(),
+                         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> torch.fx.GraphModule:
+    """The joint forward + input-gradient + saliency graph of ``model`` for square inputs of ``image_size``,
+    computing ``method`` (``mean``/``std``: the model's normalization, for the black IG baseline)."""
     forward = drop_no_op_restrides(trace_forward(model, image_size))
     if fold_bn:
         forward = fold_batch_norms(forward)
-    joint = trace_with_constant_weights(forward, saliency_outputs, example_inputs(image_size),
-                                        backward_as_forward_ops())
+    joint = trace_with_constant_weights(forward, method_outputs(method, image_size, mean, std),
+                                        example_inputs(image_size), backward_as_forward_ops())
     check_no_backward_ops(joint)
     return direct_input_gradient_convolutions(joint)

@@ -58,8 +58,3 @@ def saliency_from_grad(grad: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """The graph's ``saliency`` output: the channel max of |grad|, min-max normalized per image."""
     return normalize(channel_max(grad), "minmax", eps)
 
-
-def saliency_outputs(forward, image: torch.Tensor, target: torch.Tensor):
-    """The graph's contract: (logits, used_target, saliency, grad)."""
-    logits, used_target, grad = input_gradient(forward, image, target)
-    return logits, used_target, saliency_from_grad(grad), grad

@@ -61,8 +61,9 @@ class TritonPythonModel:
         batch = torch.cat([images for images, _ in inputs])
         targets = torch.cat([target for _, target in inputs])
         result = self.explainer.explain(batch, targets)
-        outputs = {"logits": result.logits, "used_target": result.target, "grad": result.grad,
-                   "saliency": _as_uint8(result.saliency) if self.kind == IMAGE else result.saliency}
+        produced = {"logits": result.logits, "used_target": result.target, "grad": result.grad, "delta": result.delta,
+                    "saliency": _as_uint8(result.saliency) if self.kind == IMAGE else result.saliency}
+        outputs = {name: produced[name] for name in self.output_names}
         counts = [len(images) for images, _ in inputs]
         return [{name: part.cpu().numpy() for name, part in zip(outputs, parts)}
                 for parts in zip(*(outputs[name].split(counts) for name in outputs))]

@@ -1,0 +1,216 @@
+"""``salrt evaluate``: how faithful each method's maps are, measured, next to a random ranking.
+
+- Deletion and insertion (Petsiuk et al. 2018, RISE): pixels ranked by the map, removed (set to zero in the
+  normalized input space) or inserted into a blurred copy, ``steps`` at a time; the curve is the softmax
+  probability of the explained class, its area the trapezoid rule over [0, 1]. A faithful map makes deletion
+  fall fast (low AUC) and insertion rise fast (high AUC). Every step of every image runs batched.
+- Model randomization (Adebayo et al. 2018): the model's weights re-initialized cascading from the logits
+  layer down; at each cut, the Spearman rank correlation of the new map with the original one. A map that
+  follows the model falls towards 0; one that only echoes the image stays high.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
+
+from .errors import InputError
+from .graph import METHODS, Method, method_outputs
+from .images import displayed_image, open_image
+from .models import load_model
+from .render import contact_sheet, overlay
+
+METRICS = ("deletion", "insertion", "randomization")
+RANDOM = "random"  # the baseline ranking
+SCORING_BATCH = 32
+
+
+def auc(curve: np.ndarray) -> float:
+    """Trapezoid area of a curve sampled evenly over [0, 1] (RISE's definition)."""
+    return float((curve.sum() - curve[0] / 2 - curve[-1] / 2) / (len(curve) - 1))
+
+
+def _probabilities(model: torch.nn.Module, batch: torch.Tensor, target: int) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([model(part).softmax(1)[:, target] for part in batch.split(SCORING_BATCH)]).numpy()
+
+
+def perturbation_curve(model, image: torch.Tensor, ranking: torch.Tensor, target: int, kind: str, steps: int):
+    """Probabilities of ``target`` as the ``ranking``'s pixels (most important first) are deleted or inserted.
+
+    image: [3,H,W] normalized; ranking: [H*W] pixel indices. Returns ``steps + 1`` probabilities."""
+    blurred = TF.gaussian_blur(image, kernel_size=[11, 11], sigma=[5.0, 5.0])
+    start, finish = (image, torch.zeros_like(image)) if kind == "deletion" else (blurred, image)
+    pixels = ranking.numel()
+    batch = start.reshape(3, -1).expand(steps + 1, 3, pixels).clone()
+    order = torch.empty(pixels, dtype=torch.long)
+    order[ranking] = torch.arange(pixels)  # the step after which each pixel has changed
+    changed = order.unsqueeze(0) < (torch.arange(steps + 1) * pixels / steps).ceil().long().unsqueeze(1)
+    flat_finish = finish.reshape(3, -1)
+    batch = torch.where(changed.unsqueeze(1), flat_finish.unsqueeze(0), batch)
+    return _probabilities(model, batch.reshape(steps + 1, *image.shape), target)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Rank correlation of two maps (ties are rare in float maps and broken by position)."""
+    ranks = [x.flatten().double().argsort().argsort().double() for x in (a, b)]
+    ranks = [r - r.mean() for r in ranks]
+    return float((ranks[0] * ranks[1]).sum() / (ranks[0].norm() * ranks[1].norm()))
+
+
+def randomization_cuts(model: torch.nn.Module, count: int) -> list[list[str]]:
+    """Cascading sets of module names to re-initialize: the logits layer first, all layers last."""
+    layers = [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
+    layers.reverse()
+    cut_points = sorted({max(1, round(len(layers) * k / count)) for k in range(1, count + 1)})
+    return [layers[:n] for n in cut_points]
+
+
+def _reinitialized(model: torch.nn.Module, names: list[str]) -> torch.nn.Module:
+    randomized = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    for name in names:
+        module = randomized.get_submodule(name)
+        for parameter_name, parameter in module.named_parameters(recurse=False):
+            with torch.no_grad():
+                if parameter_name == "weight" and parameter.dim() > 1:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) *
+                                    (2 / parameter[0].numel()) ** 0.5)  # He initialization
+                else:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1 +
+                                    (1.0 if parameter_name == "weight" else 0.0))
+    return randomized
+
+
+def evaluate(model_name: str, paths: list[Path], methods: list[Method], metrics=METRICS, out_dir: Path = Path("evaluation"),
+             steps: int = 50, randomization_steps: int = 8, weights: str = "default",
+             progress: Callable[[str], None] = print) -> dict:
+    """Scores ``methods`` on the images with ``metrics``; writes report.json, curves.png, randomization.png and
+    methods.png (the maps side by side, labelled) to ``out_dir`` and returns the report."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise InputError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    spec = load_model(model_name, weights)
+    model, p = spec.module.eval(), spec.preprocessing
+    images = [open_image(path) for path in paths]
+    batch = torch.stack([TF.normalize(TF.to_dtype(TF.to_image(displayed_image(i, p)), torch.float32, scale=True),
+                                      p.mean, p.std) for i in images])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        probabilities = model(batch).softmax(1)
+    targets = probabilities.argmax(1)
+    report = {"model": model_name, "weights": spec.weights, "images": [path.name for path in paths],
+              "classes": [spec.categories[int(t)] for t in targets], "steps": steps, "methods": {}}
+    maps = {}
+    for method in tqdm(methods, desc="methods", unit="method", leave=False):
+        explain = method_outputs(method.check(), p.crop, p.mean, p.std)
+        maps[method.name] = explain(model, batch, targets)[2]
+        report["methods"][method.name] = _scores(model, batch, maps[method.name], targets, method, explain, metrics,
+                                                 steps, randomization_steps, progress)
+    generator = torch.Generator().manual_seed(0)
+    random_maps = torch.rand(batch.shape[0], p.crop, p.crop, generator=generator)
+    report["methods"][RANDOM] = _scores(model, batch, random_maps, targets, None, None,
+                                        [m for m in metrics if m != "randomization"], steps, 0, progress)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    _plot(report, out_dir)
+    _sheet(images, p, maps, report, probabilities, targets).save(out_dir / "methods.png")
+    return report
+
+
+def _scores(model, batch, maps, targets, method, explain, metrics, steps, randomization_steps, progress) -> dict:
+    scores = {}
+    for kind in ("deletion", "insertion"):
+        if kind in metrics:
+            curves = np.stack([perturbation_curve(model, image, saliency.flatten().argsort(descending=True),
+                                                  int(target), kind, steps)
+                               for image, saliency, target in zip(batch, maps, targets)])
+            scores[kind] = {"auc": float(np.mean([auc(c) for c in curves])), "curve": curves.mean(0).tolist()}
+    if "randomization" in metrics and method is not None:
+        cuts = randomization_cuts(model, randomization_steps)
+        correlations = []
+        for names in cuts:
+            randomized_maps = explain(_reinitialized(model, names), batch, targets)[2]
+            correlations.append(float(np.mean([spearman(a, b) for a, b in zip(maps, randomized_maps)])))
+        scores["randomization"] = {"layers_randomized": [len(n) for n in cuts], "down_to": [n[-1] for n in cuts],
+                                   "spearman": correlations}
+    return scores
+
+
+def _plot(report: dict, out_dir: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    kinds = [k for k in ("deletion", "insertion") if k in report["methods"][RANDOM]]
+    if kinds:
+        figure, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
+        for axis, kind in zip(axes[0], kinds):
+            for name, scores in report["methods"].items():
+                curve = scores[kind]["curve"]
+                axis.plot(np.linspace(0, 1, len(curve)), curve, "--" if name == RANDOM else "-",
+                          label=f"{name} (AUC {scores[kind]['auc']:.3f})")
+            axis.set_title(f"{kind} ({report['model']}, {len(report['images'])} images)")
+            axis.set_xlabel(f"fraction of pixels {'removed' if kind == 'deletion' else 'inserted'}")
+            axis.set_ylabel("probability of the explained class")
+            axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out_dir / "curves.png", dpi=110)
+        plt.close(figure)
+    randomized = {n: s["randomization"] for n, s in report["methods"].items() if "randomization" in s}
+    if randomized:
+        figure, axis = plt.subplots(figsize=(6.5, 4))
+        for name, scores in randomized.items():
+            axis.plot(scores["layers_randomized"], scores["spearman"], "o-", label=name)
+        axis.set_xlabel("layers re-initialized, from the logits down")
+        axis.set_ylabel("Spearman correlation with the original map")
+        axis.set_title(f"model randomization ({report['model']})")
+        axis.axhline(0, color="grey", linewidth=0.5)
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out_dir / "randomization.png", dpi=110)
+        plt.close(figure)
+
+
+def _labelled(picture: Image.Image, text: str, width: Optional[int] = None) -> Image.Image:
+    """``picture`` with a white strip of text above it."""
+    strip = 14 * (text.count("\n") + 1) + 4
+    labelled = Image.new("RGB", (width or picture.width, picture.height + strip), "white")
+    labelled.paste(picture, (0, strip))
+    ImageDraw.Draw(labelled).multiline_text((3, 2), text, fill="black", spacing=2)
+    return labelled
+
+
+def _sheet(images, p, maps: dict, report: dict, probabilities, targets) -> Image.Image:
+    """One row per image (labelled: image, class, probability), one column per method (labelled)."""
+    rows = []
+    for i, image in enumerate(images):
+        shown = displayed_image(image, p)
+        label = f"{report['images'][i]}\n{report['classes'][i]} {float(probabilities[i, targets[i]]):.2f}"
+        row = [_labelled(shown, label)]
+        row += [_labelled(overlay(shown, maps[name][i]), name) for name in maps]
+        rows.append(row)
+    return contact_sheet(rows)
+
+
+def parse_methods(text: str) -> list[Method]:
+    """"all" or comma-separated method names, each with its default parameters."""
+    names = list(METHODS) if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    return [Method(name).check() for name in names]
+
+
+def table(report: dict) -> str:
+    """The report as a Markdown table: AUCs and the randomization correlations, first cut to last."""
+    lines = ["| method | deletion AUC (lower is better) | insertion AUC (higher is better) | "
+             "randomization: Spearman, logits layer -> all layers |", "|---|---|---|---|"]
+    for name, scores in report["methods"].items():
+        cells = [f"{scores[k]['auc']:.3f}" if k in scores else "" for k in ("deletion", "insertion")]
+        randomization = scores.get("randomization")
+        cells.append(" -> ".join(f"{c:.2f}" for c in randomization["spearman"]) if randomization else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""The gradient family as plain torch functions that the graph traces and the eager backend runs as they are.
+
+Every method maps ``(forward, image [N,3,H,W], target [N])`` to ``(logits, used_target, saliency,
+attribution[, delta])``: logits and the explained class come from the clean image (a negative target is its
+top class), ``attribution`` is per channel [N,3,H,W] and ``saliency`` its normalized channel max of |.|.
+Sampling methods expand each image into its samples inside the graph, ``chunk`` samples at a time (the
+chunks are unrolled: memory follows N x chunk, not N x samples).
+
+- ``saliency``: the input gradient (Simonyan et al. 2014).
+- ``input_x_gradient``: gradient x input.
+- ``smoothgrad``, ``smoothgrad_sq``, ``vargrad`` (Smilkov et al. 2017; Adebayo et al. 2018): the mean, mean
+  square and variance of gradients at ``samples`` noisy copies, noise std = ``noise`` x (max - min) of each
+  image (in the model's normalized input space). The noise is a fixed tensor drawn from ``seed`` at export
+  and stored in the graph: every backend sees the same numbers, and the same image gets the same map.
+- ``integrated_gradients`` (Sundararajan et al. 2017): (x - baseline) x the ``ig_method`` quadrature of the
+  gradient along the straight path, Captum's points and weights; ``delta`` = sum of attributions - (F(x) -
+  F(baseline)) per image, the completeness error.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .saliency import input_gradient, saliency_from_grad
+
+SAMPLING = ("smoothgrad", "smoothgrad_sq", "vargrad")
+METHODS = ("saliency", "input_x_gradient", *SAMPLING, "integrated_gradients")
+IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
+BASELINES = ("zeros", "black")
+SAMPLES_PER_STEP_AT_224 = 16  # the default chunk: images in one forward+backward step, scaled by pixel count
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A method and its parameters (those of other methods are ignored, and left out of ``parameters``)."""
+    name: str = "saliency"
+    samples: int = 25        # smoothgrad family
+    noise: float = 0.15      # smoothgrad family: std as a fraction of each image's value range
+    seed: int = 0            # smoothgrad family
+    steps: int = 32          # integrated_gradients
+    ig_method: str = "gausslegendre"
+    baseline: str = "zeros"  # zeros: 0 in the normalized input space (Captum's default); black: a black image
+    chunk: int = 0           # samples per step; 0: chosen from the image size
+
+    def check(self) -> "Method":
+        problems = [f"unknown method {self.name!r}; choose from {', '.join(METHODS)}"] * (self.name not in METHODS)
+        problems += [f"--samples must be at least 1, got {self.samples}"] * (self.samples < 1)
+        problems += [f"--noise must be at least 0, got {self.noise}"] * (not self.noise >= 0)
+        problems += [f"--steps must be at least 2, got {self.steps}"] * (self.steps < 2)
+        problems += [f"unknown --ig-method {self.ig_method!r}; choose from {', '.join(IG_METHODS)}"] * (
+            self.ig_method not in IG_METHODS)
+        problems += [f"unknown --baseline {self.baseline!r}; choose from {', '.join(BASELINES)}"] * (
+            self.baseline not in BASELINES)
+        problems += [f"--chunk must be at least 0, got {self.chunk}"] * (self.chunk < 0)
+        if problems:
+            raise InputError("; ".join(problems))
+        return self
+
+    @property
+    def count(self) -> int:
+        """Gradients per image."""
+        return self.samples if self.name in SAMPLING else self.steps if self.name == "integrated_gradients" else 1
+
+    def parameters(self) -> dict:
+        """What the manifest records: the name and the parameters this method uses."""
+        used = {"smoothgrad": ("samples", "noise", "seed"), "integrated_gradients": ("steps", "ig_method", "baseline")}
+        keys = used.get("smoothgrad" if self.name in SAMPLING else self.name, ())
+        return {"name": self.name, **{key: getattr(self, key) for key in keys}}
+
+    def chunk_for(self, image_size: int) -> int:
+        return min(self.count, self.chunk or _default_chunk(image_size))
+
+    def images_per_call(self, image_size: int) -> int:
+        """0 (no limit) with one gradient per image; else how many images one graph call takes so that a step
+        holds about the default chunk's samples (memory follows images x chunk: the runtime splits batches)."""
+        return max(1, _default_chunk(image_size) // self.chunk_for(image_size)) if self.count > 1 else 0
+
+    @classmethod
+    def of(cls, manifest: dict) -> "Method":
+        """The method an artifact's manifest records (artifacts from before methods computed saliency)."""
+        return cls(**manifest.get("method", {"name": "saliency"}))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ("logits", "used_target", "saliency", "grad") + (("delta",) if self.name == "integrated_gradients" else ())
+
+
+def _default_chunk(image_size: int) -> int:
+    return max(1, round(SAMPLES_PER_STEP_AT_224 * (224 / image_size) ** 2))
+
+
+def ig_points(ig_method: str, steps: int) -> tuple[list[float], list[float]]:
+    """(alphas, weights) of Captum's approximation methods (captum.attr._utils.approximation_methods)."""
+    if ig_method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (0.5 * (1 + nodes)).tolist(), (0.5 * weights).tolist()
+    weights = [1 / steps] * steps
+    if ig_method == "riemann_trapezoid":
+        weights[0] /= 2
+        weights[-1] /= 2
+    alphas = {"riemann_trapezoid": torch.linspace(0, 1, steps), "riemann_left": torch.linspace(0, 1 - 1 / steps, steps),
+              "riemann_middle": torch.linspace(1 / (2 * steps), 1 - 1 / (2 * steps), steps),
+              "riemann_right": torch.linspace(1 / steps, 1, steps)}[ig_method]
+    return alphas.tolist(), weights
+
+
+def smoothgrad_noise(seed: int, samples: int, image_size: int) -> torch.Tensor:
+    """The standard normal noise [samples, 3, H, W] a seed stands for (scaled per image in the graph)."""
+    return torch.randn(samples, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+
+
+def baseline_image(baseline: str, mean, std) -> torch.Tensor:
+    """[1,3,1,1]: zeros, or black (pixel value 0) normalized as the model's inputs are."""
+    if baseline == "zeros":
+        return torch.zeros(1, 3, 1, 1)
+    return ((0 - torch.tensor(mean)) / torch.tensor(std)).reshape(1, 3, 1, 1).float()
+
+
+def _gradients_at(forward, points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Gradients of each image's target logit at its points [N, c, 3, H, W] -> [N, c, 3, H, W]."""
+    n, c = points.shape[0], points.shape[1]
+    _, _, grad = input_gradient(forward, points.reshape((-1,) + tuple(points.shape[2:])),
+                                target.unsqueeze(1).expand(n, c).reshape(-1))
+    return grad.reshape(points.shape)
+
+
+def _chunks(count: int, chunk: int):
+    return [(start, min(start + chunk, count)) for start in range(0, count, chunk)]
+
+
+def method_outputs(method: Method, image_size: int, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> Callable:
+    """``fn(forward, image, target)`` computing ``method``'s outputs (see the module's docstring)."""
+    method = method.check()
+    chunk = method.chunk_for(image_size)
+    # constants made here, outside the traced function: drawn in it, the noise would be a random op in the graph
+    noise = smoothgrad_noise(method.seed, method.samples, image_size) if method.name in SAMPLING else None
+    baseline = baseline_image(method.baseline, mean, std)
+    alphas, weights = (torch.tensor(v).reshape(1, -1, 1, 1, 1).float() for v in ig_points(method.ig_method, method.steps))
+
+    def vanilla(forward, image, target):
+        logits, used, grad = input_gradient(forward, image, target)
+        attribution = grad * image if method.name == "input_x_gradient" else grad
+        return logits, used, saliency_from_grad(attribution), attribution
+
+    def clean(forward, image, target):
+        with torch.no_grad():
+            logits = forward(image)
+        return logits, torch.where(target < 0, logits.argmax(1), target)
+
+    def sampling(forward, image, target):
+        logits, used = clean(forward, image, target)
+        sigma = method.noise * (image.amax((1, 2, 3)) - image.amin((1, 2, 3)))
+        total = squares = torch.zeros_like(image)
+        for start, stop in _chunks(method.samples, chunk):
+            points = image.unsqueeze(1) + sigma.reshape(-1, 1, 1, 1, 1) * noise[start:stop].to(image.dtype).unsqueeze(0)
+            grads = _gradients_at(forward, points, used)
+            total, squares = total + grads.sum(1), squares + (grads * grads).sum(1)
+        mean_grad, mean_square = total / method.samples, squares / method.samples
+        attribution = {"smoothgrad": mean_grad, "smoothgrad_sq": mean_square,
+                       "vargrad": mean_square - mean_grad * mean_grad}[method.name]
+        return logits, used, saliency_from_grad(attribution), attribution
+
+    def integrated(forward, image, target):
+        logits, used = clean(forward, image, target)
+        start_point = baseline.to(image.dtype)
+        difference = image - start_point
+        path_sum = torch.zeros_like(image)
+        for start, stop in _chunks(method.steps, chunk):
+            alpha, weight = alphas[:, start:stop].to(image.dtype), weights[:, start:stop].to(image.dtype)
+            grads = _gradients_at(forward, start_point.unsqueeze(1) + alpha * difference.unsqueeze(1), used)
+            path_sum = path_sum + (grads * weight).sum(1)
+        attribution = difference * path_sum
+        with torch.no_grad():
+            baseline_logits = forward(start_point.expand(1, 3, image_size, image_size))
+        gap = logits.gather(1, used.unsqueeze(1)).squeeze(1) - baseline_logits[0].gather(0, used)
+        delta = attribution.sum((1, 2, 3)) - gap
+        return logits, used, saliency_from_grad(attribution), attribution, delta
+
+    if method.name in ("saliency", "input_x_gradient"):
+        return vanilla
+    return sampling if method.name in SAMPLING else integrated

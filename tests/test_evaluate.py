@@ -1,0 +1,74 @@
+"""`salrt evaluate`: the faithfulness metrics on known cases, and the command end to end."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from salrt.errors import InputError
+from salrt.evaluate import auc, perturbation_curve, randomization_cuts, spearman
+from salrt.models import load_model
+
+
+def test_auc_is_the_trapezoid_area():
+    assert auc(np.array([1.0, 1.0, 1.0])) == pytest.approx(1.0)
+    assert auc(np.array([1.0, 0.0])) == pytest.approx(0.5)
+    assert auc(np.linspace(0, 1, 11)) == pytest.approx(0.5)
+
+
+class OnePixel(torch.nn.Module):
+    """A classifier whose class-1 score is pixel (0, 0) of channel 0 alone: its ideal map is that pixel."""
+
+    def forward(self, x):
+        score = x[:, 0, 0, 0] * 10
+        return torch.stack([torch.zeros_like(score), score], 1)
+
+
+def test_deletion_and_insertion_reward_the_pixel_that_matters():
+    image = torch.zeros(3, 8, 8)
+    image[0, 0, 0] = 1.0  # the blurred copy (insertion's start) holds much less of it
+    right = torch.arange(64)          # pixel 0 first
+    wrong = torch.arange(63, -1, -1)  # pixel 0 last
+    deletion = [auc(perturbation_curve(OnePixel(), image, r, 1, "deletion", 8)) for r in (right, wrong)]
+    insertion = [auc(perturbation_curve(OnePixel(), image, r, 1, "insertion", 8)) for r in (right, wrong)]
+    assert deletion[0] < deletion[1] and insertion[0] > insertion[1]
+    curve = perturbation_curve(OnePixel(), image, right, 1, "deletion", 8)
+    assert curve[0] == pytest.approx(torch.tensor([0.0, 10.0]).softmax(0)[1].item()) and curve[1] == pytest.approx(0.5)
+
+
+def test_spearman_and_cascading_cuts():
+    a = torch.rand(16, 16, generator=torch.Generator().manual_seed(0))
+    assert spearman(a, a) == pytest.approx(1.0) and spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, a ** 3) == pytest.approx(1.0)  # ranks, not values
+    model = load_model("resnet18", "random").module
+    cuts = randomization_cuts(model, 4)
+    assert cuts[0][0] == "fc" and all(set(a) < set(b) for a, b in zip(cuts, cuts[1:]))
+    assert len(cuts[-1]) == sum(1 for m in model.modules() if any(True for _ in m.parameters(recurse=False)))
+
+
+def test_evaluate_command_writes_its_report_and_pictures(tmp_path, photo_files):
+    out = tmp_path / "evaluation"
+    done = subprocess.run([sys.executable, "-m", "salrt.cli", "evaluate", "resnet18", "--weights", "random",
+                           *map(str, list(photo_files.values())[:2]), "--method", "saliency,input_x_gradient",
+                           "--steps", "8", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["methods"]) == {"saliency", "input_x_gradient", "random"}
+    for name, scores in report["methods"].items():
+        assert 0 <= scores["deletion"]["auc"] <= 1 and len(scores["insertion"]["curve"]) == 9
+        assert ("randomization" in scores) == (name != "random")
+    assert all(-1 <= c <= 1 for c in report["methods"]["saliency"]["randomization"]["spearman"])
+    for picture in ("curves.png", "randomization.png", "methods.png"):
+        assert (out / picture).stat().st_size > 1000
+    assert "| saliency |" in done.stdout
+
+
+def test_bad_method_or_metric_is_refused(photo_files, tmp_path):
+    from salrt.evaluate import evaluate, parse_methods
+    with pytest.raises(InputError, match="unknown method"):
+        parse_methods("saliency,gradcam")
+    with pytest.raises(InputError, match="unknown metric"):
+        evaluate("resnet18", [photo_files["chelsea"]], parse_methods("saliency"), ["deletion", "pointing"],
+                 tmp_path, weights="random")
