@@ -15,12 +15,14 @@ import json
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
 import salrt
 from salrt.bench import replace_readme_block
+from salrt.graph.methods import smoothgrad_noise
 from salrt.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +38,25 @@ def captum_run(model: torch.nn.Module, method: salrt.Method):
         return lambda x, t: ig.attribute(x, target=t, n_steps=method.steps, method=method.ig_method,
                                          internal_batch_size=CAPTUM_BATCH)
     tunnel = NoiseTunnel(Saliency(model))
+    noise = smoothgrad_noise(method.seed, method.samples, 224)
+
+    def salrt_noise(draws: list):
+        """Captum's torch.normal(0, std) made to return salrt's draws, partition by partition, so that the two
+        attributions can be compared (drawing them costs Captum about the same)."""
+        def normal(mean, std):
+            start = sum(draws)
+            draws.append(std.shape[0])
+            return std * noise[start:start + std.shape[0]]
+        return mock.patch("captum.attr._core.noise_tunnel.torch.normal", normal)
 
     def smoothgrad(x, t):
-        return torch.cat([tunnel.attribute(x[i:i + 1], nt_type="smoothgrad", nt_samples=method.samples,
-                                           nt_samples_batch_size=CAPTUM_BATCH, target=int(t[i]), abs=False,
-                                           stdevs=method.noise * float(x[i].max() - x[i].min()))
-                          for i in range(len(x))])
+        rows = []
+        for i in range(len(x)):
+            with salrt_noise([]):
+                rows.append(tunnel.attribute(x[i:i + 1], nt_type="smoothgrad", nt_samples=method.samples,
+                                             nt_samples_batch_size=CAPTUM_BATCH, target=int(t[i]), abs=False,
+                                             stdevs=method.noise * float(x[i].max() - x[i].min())))
+        return torch.cat(rows)
     return smoothgrad
 
 

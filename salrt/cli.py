@@ -201,7 +201,7 @@ def evaluate(model, images, methods, metrics, steps, weights, out_dir):
     from .evaluate import evaluate as run_evaluation, parse_methods, table
     report = run_evaluation(model, list(images), parse_methods(methods),
                             [m.strip() for m in metrics.split(",") if m.strip()], out_dir, steps=steps,
-                            weights=weights, progress=_progress)
+                            weights=weights)
     click.echo(table(report))
     click.echo(f"wrote {out_dir}/ (report.json, curves.png, randomization.png, methods.png)")
 

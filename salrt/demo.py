@@ -9,7 +9,8 @@ from PIL import Image
 from .errors import SalrtError
 from .explain import explain_files
 from .artifact import export
-from .render import contact_sheet
+from .evaluate import evaluate, parse_methods
+from .render import contact_sheet, labelled
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
@@ -39,9 +40,10 @@ def _progress(message: str) -> None:
     print(f"  {message}")
 
 
-def _summary(maps: Path, photos: list[Path], path: Path) -> None:
-    """One picture per model: each photo's saliency heatmap and overlay side by side."""
-    rows = [[Image.open(maps / f"{photo.stem}_{kind}.png") for kind in ("saliency", "overlay")] for photo in photos]
+def _summary(maps: Path, photos: list[Path], path: Path, model: str) -> None:
+    """One picture per model: each photo's saliency heatmap and overlay side by side, labelled."""
+    rows = [[labelled(Image.open(maps / f"{photo.stem}_{kind}.png"), f"{model}: {photo.name}, {kind}")
+             for kind in ("saliency", "overlay")] for photo in photos]
     contact_sheet(rows).save(path)
 
 
@@ -56,8 +58,11 @@ def main(out: Path) -> None:
         print(f"{artifact.name}:")
         maps = out / f"{artifact.name}-maps"
         explain_files(str(artifact), photos, maps)
-        _summary(maps, photos, out / f"{artifact.name}-summary.png")
-    print(f"heatmaps and overlays: {out}/*-maps/; one picture per model: {out}/*-summary.png")
+        _summary(maps, photos, out / f"{artifact.name}-summary.png", artifact.name)
+    print("every method side by side (efficientnet_lite0):")
+    evaluate("efficientnet_lite0", photos, parse_methods("all"), metrics=(), out_dir=out / "methods")
+    print(f"heatmaps and overlays: {out}/*-maps/; one picture per model: {out}/*-summary.png; "
+          f"methods: {out}/methods/methods.png")
 
 
 if __name__ == "__main__":

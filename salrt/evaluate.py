@@ -13,19 +13,18 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from .errors import InputError
 from .graph import METHODS, Method, method_outputs
-from .images import displayed_image, open_image
+from .images import displayed_image, open_image, to_batch
 from .models import load_model
-from .render import contact_sheet, overlay
+from .render import contact_sheet, labelled, overlay
 
 METRICS = ("deletion", "insertion", "randomization")
 RANDOM = "random"  # the baseline ranking
@@ -90,8 +89,7 @@ def _reinitialized(model: torch.nn.Module, names: list[str]) -> torch.nn.Module:
 
 
 def evaluate(model_name: str, paths: list[Path], methods: list[Method], metrics=METRICS, out_dir: Path = Path("evaluation"),
-             steps: int = 50, randomization_steps: int = 8, weights: str = "default",
-             progress: Callable[[str], None] = print) -> dict:
+             steps: int = 50, randomization_steps: int = 8, weights: str = "default") -> dict:
     """Scores ``methods`` on the images with ``metrics``; writes report.json, curves.png, randomization.png and
     methods.png (the maps side by side, labelled) to ``out_dir`` and returns the report."""
     unknown = [m for m in metrics if m not in METRICS]
@@ -100,8 +98,7 @@ def evaluate(model_name: str, paths: list[Path], methods: list[Method], metrics=
     spec = load_model(model_name, weights)
     model, p = spec.module.eval(), spec.preprocessing
     images = [open_image(path) for path in paths]
-    batch = torch.stack([TF.normalize(TF.to_dtype(TF.to_image(displayed_image(i, p)), torch.float32, scale=True),
-                                      p.mean, p.std) for i in images])
+    batch = to_batch(images, p)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         probabilities = model(batch).softmax(1)
@@ -113,18 +110,18 @@ def evaluate(model_name: str, paths: list[Path], methods: list[Method], metrics=
         explain = method_outputs(method.check(), p.crop, p.mean, p.std)
         maps[method.name] = explain(model, batch, targets)[2]
         report["methods"][method.name] = _scores(model, batch, maps[method.name], targets, method, explain, metrics,
-                                                 steps, randomization_steps, progress)
+                                                 steps, randomization_steps)
     generator = torch.Generator().manual_seed(0)
     random_maps = torch.rand(batch.shape[0], p.crop, p.crop, generator=generator)
     report["methods"][RANDOM] = _scores(model, batch, random_maps, targets, None, None,
-                                        [m for m in metrics if m != "randomization"], steps, 0, progress)
+                                        [m for m in metrics if m != "randomization"], steps, 0)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     _plot(report, out_dir)
     _sheet(images, p, maps, report, probabilities, targets).save(out_dir / "methods.png")
     return report
 
 
-def _scores(model, batch, maps, targets, method, explain, metrics, steps, randomization_steps, progress) -> dict:
+def _scores(model, batch, maps, targets, method, explain, metrics, steps, randomization_steps) -> dict:
     scores = {}
     for kind in ("deletion", "insertion"):
         if kind in metrics:
@@ -177,23 +174,14 @@ def _plot(report: dict, out_dir: Path) -> None:
         plt.close(figure)
 
 
-def _labelled(picture: Image.Image, text: str, width: Optional[int] = None) -> Image.Image:
-    """``picture`` with a white strip of text above it."""
-    strip = 14 * (text.count("\n") + 1) + 4
-    labelled = Image.new("RGB", (width or picture.width, picture.height + strip), "white")
-    labelled.paste(picture, (0, strip))
-    ImageDraw.Draw(labelled).multiline_text((3, 2), text, fill="black", spacing=2)
-    return labelled
-
-
 def _sheet(images, p, maps: dict, report: dict, probabilities, targets) -> Image.Image:
     """One row per image (labelled: image, class, probability), one column per method (labelled)."""
     rows = []
     for i, image in enumerate(images):
         shown = displayed_image(image, p)
         label = f"{report['images'][i]}\n{report['classes'][i]} {float(probabilities[i, targets[i]]):.2f}"
-        row = [_labelled(shown, label)]
-        row += [_labelled(overlay(shown, maps[name][i]), name) for name in maps]
+        row = [labelled(shown, label)]
+        row += [labelled(overlay(shown, maps[name][i]), name) for name in maps]
         rows.append(row)
     return contact_sheet(rows)
 

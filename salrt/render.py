@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageDraw
 
 COLORMAP = "inferno"
 DISPLAY_PERCENTILE = 99.0
@@ -47,3 +47,12 @@ def contact_sheet(rows: list[list[Image.Image]], gap: int = 4) -> Image.Image:
             x += image.width + gap
         y += max(image.height for image in row) + gap
     return sheet
+
+
+def labelled(picture: Image.Image, text: str) -> Image.Image:
+    """``picture`` under a white strip holding ``text`` (one or more lines)."""
+    strip = 14 * (text.count("\n") + 1) + 4
+    result = Image.new("RGB", (picture.width, picture.height + strip), "white")
+    result.paste(picture, (0, strip))
+    ImageDraw.Draw(result).multiline_text((3, 2), text, fill="black", spacing=2)
+    return result

@@ -47,15 +47,15 @@ class Method:
     chunk: int = 0           # samples per step; 0: chosen from the image size
 
     def check(self) -> "Method":
-        problems = [f"unknown method {self.name!r}; choose from {', '.join(METHODS)}"] * (self.name not in METHODS)
-        problems += [f"--samples must be at least 1, got {self.samples}"] * (self.samples < 1)
-        problems += [f"--noise must be at least 0, got {self.noise}"] * (not self.noise >= 0)
-        problems += [f"--steps must be at least 2, got {self.steps}"] * (self.steps < 2)
-        problems += [f"unknown --ig-method {self.ig_method!r}; choose from {', '.join(IG_METHODS)}"] * (
-            self.ig_method not in IG_METHODS)
-        problems += [f"unknown --baseline {self.baseline!r}; choose from {', '.join(BASELINES)}"] * (
-            self.baseline not in BASELINES)
-        problems += [f"--chunk must be at least 0, got {self.chunk}"] * (self.chunk < 0)
+        rules = [(self.name in METHODS, f"unknown method {self.name!r}; choose from {', '.join(METHODS)}"),
+                 (self.samples >= 1, f"--samples must be at least 1, got {self.samples}"),
+                 (self.noise >= 0, f"--noise must be at least 0, got {self.noise}"),
+                 (self.steps >= 2, f"--steps must be at least 2, got {self.steps}"),
+                 (self.ig_method in IG_METHODS, f"unknown --ig-method {self.ig_method!r}; choose from "
+                                                f"{', '.join(IG_METHODS)}"),
+                 (self.baseline in BASELINES, f"unknown --baseline {self.baseline!r}; choose from {', '.join(BASELINES)}"),
+                 (self.chunk >= 0, f"--chunk must be at least 0, got {self.chunk}")]
+        problems = [message for holds, message in rules if not holds]
         if problems:
             raise InputError("; ".join(problems))
         return self
