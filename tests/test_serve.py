@@ -291,6 +291,8 @@ def test_serve_command_starts_explains_and_stops_on_sigterm(artifact, photo_file
 def test_serve_refuses_bad_options_and_a_missing_artifact(tmp_path, artifact, photo_files):
     with pytest.raises(salrt.errors.InputError, match="ports"):
         TritonServer(artifact, ServeOptions(http_port=9000, grpc_port=9000, metrics_port=9002))
+    with pytest.raises(salrt.errors.InputError, match="queue-delay"):
+        TritonServer(artifact, options(max_queue_delay_ms=float("nan")))
     with pytest.raises(salrt.errors.ArtifactError, match="not a salrt artifact"):
         TritonServer(tmp_path, options())
     with pytest.raises(salrt.errors.ArtifactError, match="has no aoti artifact"):

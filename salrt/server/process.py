@@ -55,7 +55,7 @@ class ServeOptions:
         ports = (self.http_port, self.grpc_port, self.metrics_port)
         if len(set(ports)) != 3 or not all(0 < port < 65536 for port in ports):
             raise InputError(f"HTTP, gRPC and metrics ports must be three different ports in 1-65535, got {ports}")
-        if self.max_batch < 1 or self.instances < 1 or self.max_queue_delay_ms < 0:
+        if self.max_batch < 1 or self.instances < 1 or not self.max_queue_delay_ms >= 0:  # NaN too
             raise InputError("--max-batch and --instances must be at least 1, --max-queue-delay-ms at least 0")
         return self
 
