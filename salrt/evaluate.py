@@ -95,9 +95,11 @@ def evaluate(model_name: str, paths: list[Path], methods: list[Method], metrics=
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise InputError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    if steps < 1 or randomization_steps < 1:
+        raise InputError(f"--steps and the randomization steps must be at least 1, got {steps} and {randomization_steps}")
+    images = [open_image(path) for path in paths]  # a bad file fails first, before any model loads
     spec = load_model(model_name, weights)
     model, p = spec.module.eval(), spec.preprocessing
-    images = [open_image(path) for path in paths]
     batch = to_batch(images, p)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():

@@ -72,3 +72,8 @@ def test_bad_method_or_metric_is_refused(photo_files, tmp_path):
     with pytest.raises(InputError, match="unknown metric"):
         evaluate("resnet18", [photo_files["chelsea"]], parse_methods("saliency"), ["deletion", "pointing"],
                  tmp_path, weights="random")
+    with pytest.raises(InputError, match="at least 1"):
+        evaluate("resnet18", [photo_files["chelsea"]], parse_methods("saliency"), ["deletion"], tmp_path, steps=0,
+                 weights="random")
+    with pytest.raises(InputError, match="no such file"):  # the images are read before the model loads
+        evaluate("resnet18", [tmp_path / "missing.jpg"], parse_methods("saliency"), ["deletion"], tmp_path)
