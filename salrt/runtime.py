@@ -122,7 +122,7 @@ class Explainer:
         # contiguous: AOTInductor packages read their inputs' memory as dense NCHW without checking strides
         parts = [run(batch[i:i + step].to(self.device).contiguous(), targets[i:i + step].to(self.device))
                  for i in range(0, batch.shape[0], step)]
-        outputs = [torch.cat(pieces) for pieces in zip(*parts)]
+        outputs = list(parts[0]) if len(parts) == 1 else [torch.cat(pieces) for pieces in zip(*parts)]  # no copy
         return Explanation(*outputs[:4], self.categories, backend, delta=outputs[4] if len(outputs) > 4 else None)
 
     def checked_inputs(self, images, target=None) -> tuple[torch.Tensor, torch.Tensor]:
