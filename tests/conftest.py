@@ -109,3 +109,19 @@ def png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
         chunk(b"IEND", b"")
+
+
+IG_IN_PARTS = dict(name="integrated_gradients", steps=98, baseline="black")
+
+
+@pytest.fixture(scope="session")
+def ig_artifact(tmp_path_factory):
+    """ResNet-18 (random weights) at 64 px exported with integrated_gradients to every format the C++ runtime
+    runs. 98 steps at 64 px fill a call with 2 images (manifest "images_per_call"), so a batch of 3 runs in two
+    uneven parts."""
+    import salrt
+    directory = salrt.export("resnet18", tmp_path_factory.mktemp("ig") / "artifact", weights="random",
+                             formats=("torchscript", "aoti", "aoti_n1"), image_size=64,
+                             method=salrt.Method(**IG_IN_PARTS))
+    assert salrt.load(directory).manifest["images_per_call"] == 2
+    return directory

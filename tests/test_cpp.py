@@ -80,17 +80,19 @@ def test_matches_python(binary, artifact, tmp_path, backend, target):
     assert grad.abs().amax() > 0, "gradient is all zeros"
 
 
-def test_runs_a_method_artifact_with_an_extra_output(binary, tmp_path):
-    """integrated_gradients adds `delta` after the four outputs: the C++ runtime returns the four."""
-    method = salrt.Method("integrated_gradients", steps=4, chunk=2)
-    directory = salrt.export("resnet18", tmp_path / "ig", formats="torchscript", weights="random", image_size=64,
-                             method=method)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runs_integrated_gradients_in_parts_with_delta(binary, ig_artifact, tmp_path, backend):
+    """The artifact holds 2 images per call: the batch of 3 runs in parts, and `delta` comes fifth."""
     image = fresh_batch()
-    run(binary, directory, save_input(tmp_path / "in.pt", image), tmp_path / "out.pt", "--backend", "torchscript")
-    logits, used_target, saliency, attribution = torch.load(tmp_path / "out.pt")
-    expected = salrt.load(directory).explain(image)
+    run(binary, ig_artifact, save_input(tmp_path / "in.pt", image), tmp_path / "out.pt", "--backend", backend)
+    logits, used_target, saliency, attribution, delta = torch.load(tmp_path / "out.pt")
+    expected = salrt.load(ig_artifact, backend=backend).explain(image)
     assert torch.equal(used_target, expected.target)
-    assert relative_l2(attribution, expected.attribution) <= 1e-5 and attribution.abs().amax() > 0
+    for actual, reference in ((logits, expected.logits), (attribution, expected.attribution),
+                              (saliency, expected.saliency)):
+        assert relative_l2(actual, reference) <= 1e-5
+    assert attribution.abs().amax() > 0 and delta.shape == (3,)
+    assert torch.allclose(delta, expected.delta, rtol=1e-4, atol=1e-5)
 
 
 def python_error(call) -> str:

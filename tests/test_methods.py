@@ -164,16 +164,26 @@ def test_aoti_runs_a_sampling_method(resnet18, inputs, tmp_path):
     assert_close_to(captum_reference(method, resnet18, image, result.target)[0], result.attribution)
 
 
-def test_runtime_splits_batches_of_sampling_methods(resnet18, inputs, tmp_path):
-    method = Method("smoothgrad", samples=4, seed=1, chunk=4)
-    directory = salrt.export("resnet18", tmp_path / "artifact", formats="torchscript", weights="random",
-                             image_size=SIZE, method=method)
-    explainer = salrt.load(directory)
-    assert explainer.manifest["images_per_call"] == method.images_per_call(SIZE) >= 1
+@pytest.mark.parametrize("backend", ["aoti", "aoti_n1"])
+def test_aoti_runs_integrated_gradients_in_parts(backend, ig_artifact, resnet18, inputs):
+    """A batch of 3 runs as 2 + 1 images (aoti) or 1 + 1 + 1 (aoti_n1); `delta` comes out of the package too."""
+    method = Method.of(salrt.load(ig_artifact).manifest)
     image, target = inputs
-    together = explainer.explain(image, target).attribution
-    alone = torch.cat([explainer.explain(image[i:i + 1], target[i:i + 1]).attribution for i in range(3)])
-    assert torch.allclose(together, alone, atol=1e-6)
+    result = salrt.load(ig_artifact, backend=backend).explain(image, target)
+    reference, reference_delta = captum_reference(method, resnet18, image, result.target)
+    assert_close_to(reference, result.attribution, tol=1e-3)  # 98 float32 steps: Captum's own lands 3e-5..4e-4
+    assert result.delta.shape == (3,) and result.delta.abs().amax() > 0
+    assert (result.delta - reference_delta).abs().max() < 1e-3 * reference.abs().sum((1, 2, 3)).max()
+
+
+def test_runtime_splits_batches_of_sampling_methods(ig_artifact, inputs):
+    explainer = salrt.load(ig_artifact, backend="torchscript")
+    assert explainer.manifest["images_per_call"] == 2  # a batch of 3 runs as 2 + 1
+    image, target = inputs
+    together = explainer.explain(image, target)
+    alone = [explainer.explain(image[i:i + 1], target[i:i + 1]) for i in range(3)]
+    assert torch.allclose(together.attribution, torch.cat([a.attribution for a in alone]), atol=1e-6)
+    assert torch.allclose(together.delta, torch.cat([a.delta for a in alone]), atol=1e-6)
 
 
 def test_method_by_name_eagerly_and_mismatches_are_refused(tmp_path, inputs):

@@ -124,12 +124,16 @@ struct Explainer::Impl {
   std::string model;
   std::vector<std::string> categories;
   std::array<int64_t, 2> input_size{};
+  std::string method = "saliency";
+  std::vector<std::string> outputs{"logits", "used_target", "saliency", "grad"};  // the graph's, in order
+  int64_t images_per_call = 0;  // sampling methods: the most images one call may hold (memory); 0: any
   // Mutable: running a model does not change the Explainer; both runtimes serialise what they must.
   mutable std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;
   mutable std::optional<torch::jit::Module> torchscript;
 
   void read_manifest();
   std::string verified_file() const;
+  std::vector<at::Tensor> run(const at::Tensor& image, const at::Tensor& target) const;
   Json manifest;
 };
 
@@ -154,6 +158,13 @@ void Explainer::Impl::read_manifest() {
     if (size.size() != 2) throw Error("\"input_size\" is not [H, W]");
     input_size = {size[0], size[1]};
     categories = manifest.at("categories").get<std::vector<std::string>>();
+    if (manifest.contains("method")) method = manifest.at("method").at("name").get<std::string>();
+    if (manifest.contains("outputs")) {
+      outputs.clear();
+      for (const auto& io : manifest.at("outputs")) outputs.push_back(io.at("name").get<std::string>());
+      if (outputs.size() < 4) throw Error("\"outputs\" lists fewer than 4 outputs");
+    }
+    images_per_call = manifest.value("images_per_call", int64_t{0});
     if (!manifest.at("files").is_object()) throw Error("\"files\" is not an object");
   } catch (const std::exception& err) {
     throw Error(path + " is corrupt: " + err.what());
@@ -255,36 +266,44 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
   }
 
   // Like Python: no autograd recording (the graphs hold their own backward pass); the outputs are ordinary
-  // tensors, not inference tensors, so callers may use them anywhere.
+  // tensors, not inference tensors, so callers may use them anywhere. A sampling method's graph holds a
+  // bounded number of images per call, and the single-image package checks no shapes (given two images it
+  // explains the first only): larger batches run in parts, as in Python.
   torch::NoGradGuard no_grad;
-  std::vector<at::Tensor> out;
-  if (m.aoti && m.backend == "aoti_n1") {
-    // The single-image package checks no shapes (given two images it explains the first only): one by one.
-    std::vector<std::vector<at::Tensor>> per_output;
-    for (int64_t i = 0; i < n; ++i) {
-      auto one = m.aoti->run({batch.narrow(0, i, 1), targets.narrow(0, i, 1)});
-      if (per_output.empty()) per_output.resize(std::max<size_t>(one.size(), 4));
-      if (one.size() != per_output.size())
-        throw Error(m.backend + " model returned " + std::to_string(one.size()) + " outputs, expected 4 "
-                    "(logits, used_target, saliency, grad): export it again");
-      for (size_t k = 0; k < one.size(); ++k) per_output[k].push_back(one[k]);
-    }
-    for (auto& pieces : per_output) out.push_back(at::cat(pieces));
-  } else if (m.aoti) {
-    out = m.aoti->run({batch, targets});
-  } else {
-    auto result = m.torchscript->forward({batch, targets});
-    for (const auto& value : result.toTupleRef().elements()) out.push_back(value.toTensor());
+  const int64_t step = m.backend == "aoti_n1" ? 1 : (m.images_per_call > 0 ? m.images_per_call : n);
+  std::vector<std::vector<at::Tensor>> parts;
+  for (int64_t start = 0; start < n; start += step) {
+    const int64_t count = std::min(step, n - start);
+    parts.push_back(m.run(batch.narrow(0, start, count).contiguous(), targets.narrow(0, start, count)));
+    if (parts.back().size() != m.outputs.size())
+      throw Error(m.backend + " model returned " + std::to_string(parts.back().size()) + " outputs, expected " +
+                  std::to_string(m.outputs.size()) + " (as manifest.json lists): export it again");
   }
-  // A method may add outputs after these four (integrated_gradients: delta); the C++ API returns the four.
-  if (out.size() < 4)
-    throw Error(m.backend + " model returned " + std::to_string(out.size()) + " outputs, expected 4 "
-                "(logits, used_target, saliency, grad): export it again");
-  return {out[0], out[1], out[2], out[3]};
+  std::vector<at::Tensor> out = parts.front();
+  if (parts.size() > 1) {
+    for (size_t k = 0; k < out.size(); ++k) {
+      std::vector<at::Tensor> pieces;
+      for (const auto& part : parts) pieces.push_back(part[k]);
+      out[k] = at::cat(pieces);
+    }
+  }
+  Explanation result{out[0], out[1], out[2], out[3], {}};
+  for (size_t k = 4; k < out.size(); ++k)
+    if (m.outputs[k] == "delta") result.delta = out[k];
+  return result;
+}
+
+std::vector<at::Tensor> Explainer::Impl::run(const at::Tensor& image, const at::Tensor& target) const {
+  if (aoti) return aoti->run({image, target});
+  const c10::IValue result = torchscript->forward({image, target});  // named: the loop below reads into it
+  std::vector<at::Tensor> out;
+  for (const auto& value : result.toTupleRef().elements()) out.push_back(value.toTensor());
+  return out;
 }
 
 const std::string& Explainer::model() const { return impl_->model; }
 const std::string& Explainer::backend() const { return impl_->backend; }
+const std::string& Explainer::method() const { return impl_->method; }
 const std::vector<std::string>& Explainer::categories() const { return impl_->categories; }
 std::array<int64_t, 2> Explainer::input_size() const { return impl_->input_size; }
 const std::string& Explainer::artifact_dir() const { return impl_->dir; }

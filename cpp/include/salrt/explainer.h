@@ -25,12 +25,13 @@ class Error : public std::runtime_error {
 };
 
 // Per image: logits [N,K], the class explained [N] (int64), the saliency map [N,H,W] in [0,1] and the
-// input gradient [N,3,H,W]. CPU tensors.
+// attribution [N,3,H,W] (the input gradient, or the artifact's method's attribution). CPU tensors.
 struct Explanation {
   at::Tensor logits;
   at::Tensor used_target;
   at::Tensor saliency;
   at::Tensor grad;
+  at::Tensor delta;  // integrated_gradients: the completeness error [N]; undefined for the other methods
 };
 
 class Explainer {
@@ -53,6 +54,7 @@ class Explainer {
 
   const std::string& model() const;                   // "resnet18"
   const std::string& backend() const;                 // "aoti", "aoti_n1" or "torchscript"
+  const std::string& method() const;                  // "saliency", "smoothgrad", "integrated_gradients", ...
   const std::vector<std::string>& categories() const;  // class names, index = class id
   std::array<int64_t, 2> input_size() const;          // {H, W}
   const std::string& artifact_dir() const;
