@@ -186,22 +186,27 @@ def bench(model, batch, backends, weights, rounds, device, quick, json_path, plo
 
 
 @main.command()
-@click.argument("model")
+@click.argument("source")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--method", "methods", default="all", show_default=True,
-              help="comma-separated methods (each with its default parameters), or all")
+@click.option("--method", "methods", default=None,
+              help="comma-separated methods (each with its default parameters), or all  [default: all for a "
+                   "model name; an artifact's own method]")
 @click.option("--metrics", default="deletion,insertion,randomization", show_default=True)
 @click.option("--steps", default=50, show_default=True, help="deletion/insertion steps")
-@click.option("--weights", default="default", show_default=True)
+@click.option("--weights", default="default", show_default=True, help="for a model name")
+@click.option("--backend", type=click.Choice(BACKENDS), default=AUTO, show_default=True,
+              help="for an artifact directory")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("evaluation"), show_default=True)
-def evaluate(model, images, methods, metrics, steps, weights, out_dir):
-    """Score saliency methods on IMAGES with MODEL (a model name, run in PyTorch): deletion and insertion AUC
-    against a random ranking, and the model-randomization check. Writes report.json, curves.png,
-    randomization.png and methods.png (every method's map on every image, labelled) to --out."""
+def evaluate(source, images, methods, metrics, steps, weights, backend, out_dir):
+    """Score saliency methods on IMAGES: deletion and insertion AUC against a random ranking, and the
+    model-randomization check. SOURCE is a model name (every method, run in PyTorch) or an artifact
+    directory (its own method, run as deployed; scoring runs the model its manifest names in PyTorch).
+    Writes report.json, curves.png, randomization.png and methods.png (every method's map on every image,
+    labelled) to --out."""
     from .evaluate import evaluate as run_evaluation, parse_methods, table
-    report = run_evaluation(model, list(images), parse_methods(methods),
+    report = run_evaluation(source, list(images), parse_methods(methods),
                             [m.strip() for m in metrics.split(",") if m.strip()], out_dir, steps=steps,
-                            weights=weights)
+                            weights=weights, backend=backend)
     click.echo(table(report))
     click.echo(f"wrote {out_dir}/ (report.json, curves.png, randomization.png, methods.png)")
 

@@ -7,6 +7,11 @@
 - Model randomization (Adebayo et al. 2018): the model's weights re-initialized cascading from the logits
   layer down; at each cut, the Spearman rank correlation of the new map with the original one. A map that
   follows the model falls towards 0; one that only echoes the image stays high.
+
+The source is a model name (every method runs eagerly) or an artifact directory: then its own method's maps
+come from the artifact through the runtime, as deployed, while the scoring and the randomized copies run the
+model the manifest names in PyTorch (an artifact's weights are frozen into its graph), after a check that the
+two agree.
 """
 from __future__ import annotations
 
@@ -23,12 +28,14 @@ from tqdm import tqdm
 from .errors import InputError
 from .graph import METHODS, Method, method_outputs
 from .images import displayed_image, open_image, to_batch
-from .models import load_model
+from .models import ClassifierSpec, available_models, load_model
 from .render import contact_sheet, labelled, overlay
+from .runtime import Explainer, load
 
 METRICS = ("deletion", "insertion", "randomization")
 RANDOM = "random"  # the baseline ranking
 SCORING_BATCH = 32
+SAME_MODEL_TOLERANCE = 1e-3  # relative L2 of an artifact's logits to its model's in PyTorch (float32: ~1e-6)
 
 
 def auc(curve: np.ndarray) -> float:
@@ -88,39 +95,75 @@ def _reinitialized(model: torch.nn.Module, names: list[str]) -> torch.nn.Module:
     return randomized
 
 
-def evaluate(model_name: str, paths: list[Path], methods: list[Method], metrics=METRICS, out_dir: Path = Path("evaluation"),
-             steps: int = 50, randomization_steps: int = 8, weights: str = "default") -> dict:
+def evaluate(source: str | Path, paths: list[Path], methods: list[Method] | None = None, metrics=METRICS,
+             out_dir: Path = Path("evaluation"), steps: int = 50, randomization_steps: int = 8,
+             weights: str = "default", backend: str = "auto") -> dict:
     """Scores ``methods`` on the images with ``metrics``; writes report.json, curves.png, randomization.png and
-    methods.png (the maps side by side, labelled) to ``out_dir`` and returns the report."""
+    methods.png (the maps side by side, labelled) to ``out_dir`` and returns the report.
+
+    ``source`` is a model name (``methods`` default to all, run eagerly with ``weights``) or an artifact
+    directory (its own method, run with ``backend``; ``methods``, if given, must be that one)."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise InputError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
     if steps < 1 or randomization_steps < 1:
         raise InputError(f"--steps and the randomization steps must be at least 1, got {steps} and {randomization_steps}")
     images = [open_image(path) for path in paths]  # a bad file fails first, before any model loads
-    spec = load_model(model_name, weights)
-    model, p = spec.module.eval(), spec.preprocessing
+    spec, artifact, methods = _source(source, methods, weights, backend)
+    model = spec.module.eval()
+    p = artifact.preprocessing if artifact else spec.preprocessing
     batch = to_batch(images, p)
-    out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         probabilities = model(batch).softmax(1)
     targets = probabilities.argmax(1)
-    report = {"model": model_name, "weights": spec.weights, "images": [path.name for path in paths],
+    report = {"model": spec.name, "weights": spec.weights, "source": str(source), "images": [path.name for path in paths],
               "classes": [spec.categories[int(t)] for t in targets], "steps": steps, "methods": {}}
     maps = {}
     for method in tqdm(methods, desc="methods", unit="method", leave=False):
         explain = method_outputs(method.check(), p.crop, p.mean, p.std)
-        maps[method.name] = explain(model, batch, targets)[2]
+        if artifact:
+            maps[method.name], report["backend"] = _artifact_maps(artifact, batch, targets, probabilities)
+        else:
+            maps[method.name] = explain(model, batch, targets)[2]
         report["methods"][method.name] = _scores(model, batch, maps[method.name], targets, method, explain, metrics,
                                                  steps, randomization_steps)
     generator = torch.Generator().manual_seed(0)
     random_maps = torch.rand(batch.shape[0], p.crop, p.crop, generator=generator)
     report["methods"][RANDOM] = _scores(model, batch, random_maps, targets, None, None,
                                         [m for m in metrics if m != "randomization"], steps, 0)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     _plot(report, out_dir)
     _sheet(images, p, maps, report, probabilities, targets).save(out_dir / "methods.png")
     return report
+
+
+def _source(source, methods, weights, backend) -> tuple[ClassifierSpec, Explainer | None, list[Method]]:
+    """(the model in PyTorch, the artifact's explainer or None, the methods to score)."""
+    if isinstance(source, str) and source in available_models():
+        return load_model(source, weights), None, list(methods or [Method(name) for name in METHODS])
+    artifact = load(source, backend, method=methods[0] if methods and len(methods) == 1 else None)
+    if methods and len(methods) > 1:
+        raise InputError(f"{source} computes one method, {artifact.manifest['method']['name']}: an artifact is "
+                         f"scored with its own method only; give a model name to compare several")
+    name, artifact_weights = artifact.manifest["model"], artifact.manifest["weights"]
+    try:
+        spec = load_model(name, artifact_weights)
+    except InputError as err:
+        raise InputError(f"{source}: scoring runs the artifact's model in PyTorch, and {name!r} with weights "
+                         f"{artifact_weights!r} cannot be rebuilt here ({err})") from None
+    return spec, artifact, [Method.of(artifact.manifest)]
+
+
+def _artifact_maps(artifact: Explainer, batch, targets, probabilities) -> tuple[torch.Tensor, str]:
+    """The artifact's maps for ``targets``, once its logits are shown to be those of the model that scores them."""
+    explanation = artifact.explain(batch, targets)
+    error = float((explanation.logits.softmax(1) - probabilities).norm() / probabilities.norm())
+    if error > SAME_MODEL_TOLERANCE:
+        raise InputError(f"{artifact.manifest['model']} in PyTorch (weights {artifact.manifest['weights']!r}) is not "
+                         f"the model the artifact holds (probabilities differ by {error:.1e} relative L2): export "
+                         f"it again from these weights")
+    return explanation.saliency, explanation.backend
 
 
 def _scores(model, batch, maps, targets, method, explain, metrics, steps, randomization_steps) -> dict:
@@ -188,8 +231,10 @@ def _sheet(images, p, maps: dict, report: dict, probabilities, targets) -> Image
     return contact_sheet(rows)
 
 
-def parse_methods(text: str) -> list[Method]:
-    """"all" or comma-separated method names, each with its default parameters."""
+def parse_methods(text: str | None) -> list[Method] | None:
+    """"all" or comma-separated method names, each with its default parameters; None stays None."""
+    if text is None:
+        return None
     names = list(METHODS) if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
     return [Method(name).check() for name in names]
 

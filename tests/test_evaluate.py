@@ -77,3 +77,43 @@ def test_bad_method_or_metric_is_refused(photo_files, tmp_path):
                  weights="random")
     with pytest.raises(InputError, match="no such file"):  # the images are read before the model loads
         evaluate("resnet18", [tmp_path / "missing.jpg"], parse_methods("saliency"), ["deletion"], tmp_path)
+
+
+def test_an_artifact_is_scored_as_deployed_and_like_its_model(exported, photo_files, tmp_path):
+    """An artifact's maps come from its graph; on the same images they score as its model's eager maps do."""
+    from salrt.evaluate import evaluate, parse_methods
+    paths = list(photo_files.values())[:2]
+    directory = exported("resnet18")
+    kwargs = dict(metrics=["deletion", "insertion", "randomization"], steps=8, randomization_steps=2)
+    deployed = evaluate(directory, paths, None, out_dir=tmp_path / "artifact", backend="torchscript", **kwargs)
+    eager = evaluate("resnet18", paths, parse_methods("saliency"), out_dir=tmp_path / "eager", weights="random",
+                     **kwargs)
+    assert deployed["backend"] == "torchscript" and deployed["source"] == str(directory)
+    assert set(deployed["methods"]) == {"saliency", "random"} and deployed["classes"] == eager["classes"]
+    for kind in ("deletion", "insertion"):
+        assert deployed["methods"]["saliency"][kind]["auc"] == pytest.approx(eager["methods"]["saliency"][kind]["auc"],
+                                                                             abs=1e-4)
+    assert deployed["methods"]["saliency"]["randomization"]["spearman"] == pytest.approx(
+        eager["methods"]["saliency"]["randomization"]["spearman"], abs=1e-3)
+    assert (tmp_path / "artifact" / "methods.png").stat().st_size > 1000
+
+
+def test_an_artifact_is_refused_for_other_methods_or_other_weights(exported, photo_files, tmp_path):
+    from salrt.evaluate import evaluate, parse_methods
+    import salrt
+    paths, directory = [photo_files["chelsea"]], exported("resnet18")
+    with pytest.raises(InputError, match="computes"):
+        evaluate(directory, paths, parse_methods("smoothgrad"), ["deletion"], tmp_path / "a")
+    with pytest.raises(InputError, match="scored with its own method only"):
+        evaluate(directory, paths, parse_methods("all"), ["deletion"], tmp_path / "b")
+    spec = load_model("resnet18", "random")
+    torch.nn.init.normal_(spec.module.fc.weight)  # still called resnet18 with random weights: not the same model
+    other = salrt.export(spec, tmp_path / "other", image_size=64)
+    with pytest.raises(InputError, match="is not the model the artifact holds"):
+        evaluate(other, paths, None, ["deletion"], tmp_path / "c")
+    assert not (tmp_path / "c").exists()  # nothing half-written
+    custom = salrt.export(spec.module, tmp_path / "custom", image_size=64)  # a module: no name to rebuild it by
+    with pytest.raises(InputError, match="'ResNet' with weights 'custom' cannot be rebuilt here"):
+        evaluate(custom, paths, None, ["deletion"], tmp_path / "e")
+    with pytest.raises(InputError, match="neither an artifact directory nor a known model name"):
+        evaluate(str(tmp_path / "nowhere"), paths, None, ["deletion"], tmp_path / "d")
