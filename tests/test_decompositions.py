@@ -97,3 +97,28 @@ def test_stride_one_input_gradients_become_direct_convolutions(kernel, padding, 
     assert convs and not any(n.args[6] for n in convs), "a transposed convolution is left"
     x, cotangent = torch.randn(2, 6, 9, 11, dtype=torch.float64), torch.randn(2, 4, 9, 11, dtype=torch.float64)
     torch.testing.assert_close(direct(x, cotangent), _input_grad(model, x, cotangent))
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", [
+    ((7, 7), 2, (3, 3), (16, 16)),    # ResNet's stem
+    ((3, 3), 2, (1, 1), (15, 15)),    # MobileNet's and EfficientNet's (odd input)
+    ((3, 3), 2, (0, 0), (17, 13)),    # Inception's: no padding, rectangular input
+    ((4, 4), 4, (0, 0), (16, 12)),    # Swin's patch embedding
+    ((5, 3), 3, (2, 1), (14, 11)),    # rectangular kernel, stride 3
+])
+def test_strided_input_gradients_to_few_channels_become_phase_convolutions(kernel, stride, padding, size):
+    from salrt.graph.passes import direct_input_gradient_convolutions, polyphase_narrow_transposed_convolutions
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, kernel, stride=stride, padding=padding), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 2, 1)).double().requires_grad_(False)
+    shape = (2, 3, *size)
+    out_shape = model(torch.zeros(shape, dtype=torch.float64)).shape
+    traced = make_fx(lambda x, c: _input_grad(model, x, c), decomposition_table=backward_as_forward_ops())(
+        torch.randn(shape, dtype=torch.float64), torch.randn(out_shape, dtype=torch.float64))
+    phased = polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(traced))  # build's order
+    convs = [n for n in phased.graph.nodes if n.target is torch.ops.aten.convolution.default]
+    assert not any(n.args[6] for n in convs), "a transposed convolution is left"
+    assert any(n.target is torch.ops.aten.pixel_shuffle.default for n in phased.graph.nodes)
+    x, cotangent = torch.randn(shape, dtype=torch.float64), torch.randn(out_shape, dtype=torch.float64)
+    expected = _input_grad(model, x, cotangent)
+    assert expected.abs().amax() > 0
+    torch.testing.assert_close(phased(x, cotangent), expected)

@@ -3,7 +3,7 @@
 Stage 1 traces the model's forward pass into aten ops (``trace``) and folds eval-mode batch norms into
 the convolutions before them (``passes``). Stage 2 traces autograd through that graph with every backward
 op written as forward ops (``decompositions``); stride-1 input-gradient convolutions then become ordinary
-ones. The batch is symbolic in both stages, so the graph takes any N; the spatial size is fixed at
+ones, and strided ones producing few channels (the stem's) ordinary ones over their output phases. The batch is symbolic in both stages, so the graph takes any N; the spatial size is fixed at
 export. Weights are graph constants that never require grad. ``saliency`` holds what the graph computes.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 from .decompositions import backward_as_forward_ops, forward_rewrites
 from .io import INPUTS, OUTPUTS, outputs_named
 from .methods import METHODS, Method, method_outputs
-from .passes import check_no_backward_ops, direct_input_gradient_convolutions, drop_no_op_restrides, fold_batch_norms
+from .passes import (check_no_backward_ops, direct_input_gradient_convolutions, drop_no_op_restrides, fold_batch_norms,
+                     polyphase_narrow_transposed_convolutions)
 from .saliency import input_gradient
 from .trace import example_inputs, exported_program, trace_with_constant_weights
 
@@ -36,4 +37,4 @@ def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool 
     joint = trace_with_constant_weights(forward, method_outputs(method, image_size, mean, std),
                                         example_inputs(image_size), backward_as_forward_ops())
     check_no_backward_ops(joint)
-    return direct_input_gradient_convolutions(joint)
+    return polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(joint))
