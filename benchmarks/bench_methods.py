@@ -24,6 +24,7 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
 import salrt
 from salrt.bench import replace_readme_block
+from salrt.bench.harness import exporter_fingerprint
 from salrt.graph.methods import smoothgrad_noise
 from salrt.models import load_model
 
@@ -64,7 +65,7 @@ def captum_run(model: torch.nn.Module, method: salrt.Method):
 
 
 def artifact_for(name: str, method: salrt.Method, formats: list[str]) -> Path:
-    directory = ROOT / ".salrt-bench" / f"resnet50-random-{name}-{'-'.join(sorted(formats))}"
+    directory = ROOT / ".salrt-bench" / f"resnet50-random-{name}-{'-'.join(sorted(formats))}-{exporter_fingerprint()}"
     if not salrt.artifact.is_artifact_dir(directory):
         print(f"exporting resnet50 {name} ({', '.join(formats)})", flush=True)
         salrt.export("resnet50", directory, formats=formats, weights="random", method=method, progress=print)

@@ -6,6 +6,7 @@ speed-up; ``forward`` (plain inference, no saliency) is the floor that saliency 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import statistics
@@ -84,9 +85,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def exporter_fingerprint() -> str:
+    """12 hex digits of the code that writes an artifact (graph building, formats) and of torch's version:
+    a cached export from other code would time another graph."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(torch.__version__.encode())
+    for source in sorted([*package.glob("graph/*.py"), *package.glob("formats/*.py"), package / "artifact.py"]):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cached_artifact(spec: ClassifierSpec, formats: list[str], cache: Path, progress) -> Path:
-    """Export once per model, weights and format set; later runs reuse the directory."""
-    directory = cache / f"{spec.name}-{spec.weights}-{'-'.join(sorted(formats))}"
+    """Export once per model, weights, format set and exporter code; later runs reuse the directory."""
+    directory = cache / f"{spec.name}-{spec.weights}-{'-'.join(sorted(formats))}-{exporter_fingerprint()}"
     if not is_artifact_dir(directory):
         progress(f"exporting {spec.name} ({', '.join(formats)}) to {directory}")
         export(spec, directory, formats=formats, progress=progress)
