@@ -122,3 +122,18 @@ def test_strided_input_gradients_to_few_channels_become_phase_convolutions(kerne
     expected = _input_grad(model, x, cotangent)
     assert expected.abs().amax() > 0
     torch.testing.assert_close(phased(x, cotangent), expected)
+
+
+def test_adaptive_pool_to_another_size_in_a_symbolic_batch_graph():
+    """AlexNet's AdaptiveAvgPool2d((6, 6)) upsamples its 2x2 map at 96 px: the pooling matrices must be built
+    from the fixed spatial sizes while the batch stays symbolic (aten.zeros takes no symbolic sizes)."""
+    import copy
+    from salrt.graph import build_saliency_graph, input_gradient
+    from salrt.models import load_model
+    model = load_model("alexnet", "random").module.eval()
+    graph = build_saliency_graph(model, 96)
+    image, target = torch.randn(2, 3, 96, 96), torch.tensor([-1, 2])
+    _, _, expected = input_gradient(copy.deepcopy(model).double(), image.double(), target)
+    grad = graph(image, target)[3]
+    assert expected.abs().amax() > 0
+    assert float((grad.double() - expected).norm() / expected.norm()) < 1e-4

@@ -67,8 +67,8 @@ def _adaptive_pool_matrix(in_size: int, out_size: int, like: torch.Tensor) -> to
 
 def adaptive_avg_pool2d_backward(grad_out, inp):
     """Adaptive pooling is separable and linear, out = P_h x P_w^T, so the input gradient is P_h^T g P_w."""
-    h, w = inp.shape[-2:]
-    oh, ow = grad_out.shape[-2:]
+    h, w = (int(size) for size in inp.shape[-2:])  # fixed at export; aten.zeros takes no symbolic sizes
+    oh, ow = (int(size) for size in grad_out.shape[-2:])
     if (oh, ow) == (h, w):
         return grad_out
     if (oh, ow) == (1, 1):  # global pooling: spread evenly
