@@ -35,7 +35,7 @@ from .runtime import Explainer, load
 METRICS = ("deletion", "insertion", "randomization")
 RANDOM = "random"  # the baseline ranking
 SCORING_BATCH = 32
-SAME_MODEL_TOLERANCE = 1e-3  # relative L2 of an artifact's logits to its model's in PyTorch (float32: ~1e-6)
+SAME_MODEL_TOLERANCE = 1e-3  # relative L2 of an artifact's probabilities to its model's in PyTorch (float32: ~1e-6)
 
 
 def auc(curve: np.ndarray) -> float:
