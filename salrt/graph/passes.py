@@ -147,23 +147,25 @@ def polyphase_narrow_transposed_convolutions(gm: torch.fx.GraphModule) -> torch.
         if conv.target is not aten.convolution.default:
             continue
         args = _torch.op_arguments(conv)
-        weight, stride = args["weight"], list(args["stride"])
-        if not args["transposed"] or args["bias"] is not None or args["groups"] != 1 or weight.op != "get_attr" \
-                or any(d != 1 for d in args["dilation"]) or len(stride) != 2 or stride[0] != stride[1] \
-                or stride[0] == 1 or getattr(gm, weight.target).shape[1] >= NARROW_CHANNELS:
+        stride = list(args["stride"])
+        if not args["transposed"] or args["bias"] is not None or args["groups"] != 1 \
+                or args["weight"].op != "get_attr" or any(d != 1 for d in args["dilation"]) or len(stride) != 2 \
+                or stride[0] != stride[1] or stride[0] == 1:
             continue
-        plan = _phase_plan(stride[0], getattr(gm, weight.target).shape[2:], args["padding"],
-                           _value(args["input"]).shape[2:], conv.meta["val"].shape[2:])
+        weight = getattr(gm, args["weight"].target)
+        if weight.shape[1] >= NARROW_CHANNELS:
+            continue
+        plan = _phase_plan(stride[0], weight.shape[2:], args["padding"], _value(args["input"]).shape[2:],
+                           conv.meta["val"].shape[2:])
         if plan is None:
             continue
         offsets, kernel, conv_padding, out_size = plan
-        phase_weight = _phase_weight(getattr(gm, weight.target), stride[0], args["padding"], offsets, kernel)
+        phase_weight = _phase_weight(weight, stride[0], args["padding"], offsets, kernel)
         with gm.graph.inserting_before(conv):
             direct = gm.graph.call_function(aten.convolution.default, (
                 args["input"], add_constant(gm, phase_weight, f"{conv.name}_phase_weight"), None, [1, 1],
                 conv_padding, [1, 1], False, [0, 0], 1))
-            phases = gm.graph.call_function(aten.pixel_shuffle.default, (direct, stride[0]))
-            out = phases
+            out = gm.graph.call_function(aten.pixel_shuffle.default, (direct, stride[0]))
             for dim, (start, size) in enumerate(out_size, 2):
                 out = gm.graph.call_function(aten.slice.Tensor, (out, dim, start, start + size))
         conv.replace_all_uses_with(out)
@@ -186,7 +188,10 @@ def _phase_plan(s: int, kernel, padding, in_size, out_size):
         size, phase_len = last - first + 1, -(-n_out // s)
         left, right = -first, phase_len + last - n_in  # the pads that make every phase phase_len long
         pad = max(left, right, 0)
-        offsets.append(first), sizes.append(size), conv_padding.append(pad), crop.append((s * (pad - left), n_out))
+        offsets.append(first)
+        sizes.append(size)
+        conv_padding.append(pad)
+        crop.append((s * (pad - left), n_out))
     return offsets, sizes, conv_padding, crop
 
 
