@@ -35,8 +35,13 @@ def symbolic_batch_inputs(*specs: tuple[tuple[int, ...], torch.dtype]) -> tuple[
 
 
 def fake_like(reference: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` as a fake tensor in the same fake mode as ``reference`` (a fake tensor)."""
-    return reference.fake_mode.from_tensor(tensor)
+    """``tensor`` as a fake tensor in the same fake mode as ``reference`` (a fake tensor), with static sizes.
+
+    Only the batch is symbolic. Left to the shape environment, every weight dimension would get a symbol of
+    its own: sizes the architecture fixes become sympy expressions (Swin's window arithmetic grew past 13
+    minutes of ``simplify``; a symbolic ``%`` TorchScript cannot compile; ops that need concrete sizes fail).
+    """
+    return reference.fake_mode.from_tensor(tensor, static_shapes=True)
 
 
 def known_equal(a, b) -> bool:
