@@ -5,7 +5,6 @@ and each file's sha256."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ from ._version import __version__
 from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
 from .formats.triton import repository_options
-from .graph import INPUTS, Method, build_saliency_graph, outputs_named
+from .graph import Method, build_saliency_graph, contract
 from .models import ClassifierSpec, Preprocessing, as_spec
 
 FORMAT_VERSION = 1
@@ -39,21 +38,21 @@ def sha256(path: Path) -> str:
 
 
 def describe(spec: ClassifierSpec, method: Method = Method()) -> dict:
-    """Everything the manifest says about a model and the method its graph computes, before any file exists."""
-    size = spec.preprocessing.crop
+    """Everything the manifest says about a model and the method its graph computes, before any file exists:
+    ``inputs`` and ``outputs`` are the tensor contract with the model's channels, size and classes."""
+    shape = spec.input_shape
     return {
         "format_version": FORMAT_VERSION,
         "salrt_version": __version__,
         "torch_version": torch.__version__.split("+")[0],
         "model": spec.name,
         "weights": spec.weights,
-        "input_size": [size, size],
-        "preprocessing": dataclasses.asdict(spec.preprocessing),
+        "input_size": list(shape[1:]),
+        "preprocessing": spec.preprocessing.as_dict(),
         "method": method.parameters(),
-        "chunk": method.chunk_for(size),
-        "images_per_call": method.images_per_call(size),
-        "inputs": INPUTS,
-        "outputs": outputs_named(method.outputs),
+        "chunk": method.chunk_for(shape),
+        "images_per_call": method.images_per_call(shape),
+        **contract(shape, len(spec.categories), method.outputs),
         "categories": spec.categories,
     }
 
@@ -112,31 +111,36 @@ def verified_file(directory: Path, manifest: dict, fmt: str) -> Path:
 
 
 def preprocessing_of(manifest: dict) -> Preprocessing:
-    p = manifest["preprocessing"]
-    return Preprocessing(resize=p["resize"], crop=p["crop"], mean=tuple(p["mean"]), std=tuple(p["std"]),
-                         interpolation=p["interpolation"])
+    return Preprocessing(**manifest["preprocessing"])
 
 
 def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[str, Path],
            formats: Union[str, Iterable[str]] = ("torchscript",), weights: str = "default",
-           image_size: Optional[int] = None, progress: Progress = lambda message: None,
-           triton: Optional[dict] = None, method: Method = Method()) -> Path:
+           image_size: Union[None, int, tuple[int, int]] = None, progress: Progress = lambda message: None,
+           triton: Optional[dict] = None, method: Method = Method(), *, categories=None,
+           preprocessing: Union[None, Preprocessing, dict] = None, channels: Optional[int] = None) -> Path:
     """Export ``model``'s saliency graph to an artifact directory and return its path.
 
     Args:
-        model: a model name (``salrt.models.available_models()``), or an ImageNet classifier ``nn.Module``
-            (then torchvision's ImageNet preprocessing is recorded).
+        model: a model source (``salrt.models``: a torchvision name, ``timm:NAME``, ``hf:PATH_OR_ID``,
+            ``package.module:attribute``), or any classifier ``nn.Module`` returning logits, a tuple or a
+            mapping / ModelOutput with ``logits``.
         out_dir: the directory to write; an existing salrt artifact directory there is replaced, any other
             existing non-empty path is refused.
         formats: names from ``salrt.formats.FORMATS`` ("torchscript", "onnx", "aoti", "aoti_n1", "triton"), or
             one comma-separated string. "triton" writes ``triton/``, a Triton model repository serving the ONNX
             graph (its model.onnx a hard link to the artifact's where "onnx" is exported too).
-        weights: "default" (pretrained), "random" (seeded initialisation) or the path of a state dict; for
-            a model name only.
-        image_size: the input H = W, fixed in the graph (default: the model's crop size).
+        weights: "default" (pretrained; a module: as it is), "random" (seeded initialisation, named sources) or
+            the path of a checkpoint (.pt/.pth state dict or .safetensors).
+        image_size: the input size fixed in the graph, H = W or (H, W) (default: the model's crop size).
         progress: called with a line of text before each step.
         method: what the graph computes (``salrt.graph.Method``: saliency, input_x_gradient, smoothgrad,
             smoothgrad_sq, vargrad, integrated_gradients, with their parameters); recorded in the manifest.
+        categories: class names (a list, or a file: one per line or JSON), as many as the model has logits;
+            default: the source's (ImageNet's for torchvision and efficientnet_lite0), else "class 0"...
+        preprocessing: a ``Preprocessing``, or a dict of its fields (resize, crop, mean, std, interpolation)
+            replacing the source's.
+        channels: the input channels (default: the source's; a module: its first convolution's).
         triton: settings of the "triton" format (``salrt.formats.triton.REPOSITORY_DEFAULTS``): max_batch,
             max_queue_delay_ms, instance_kind ("gpu" or "cpu"), instances; unused without that format.
 
@@ -145,8 +149,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         complete or not at all: files are written to a temporary sibling that is renamed at the end.
 
     Raises:
-        InputError: unknown model, format or weights; an image size under 32; an unwritable ``out_dir``; a bad
-            triton setting, or "triton" without tritonclient installed.
+        InputError: unknown model, format or weights; an image size under 32; class names that do not match
+            the logits; an unwritable ``out_dir``; a bad triton setting, or "triton" without tritonclient.
         ExportError: the graph cannot be built or written in a format (the message names the op).
     """
     formats = parse_formats(formats)
@@ -154,15 +158,14 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
     options = {"triton": repository_options(triton)} if "triton" in formats else {}  # checked before any work
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
-    spec = as_spec(model, weights)
-    if image_size is not None:
-        spec = dataclasses.replace(spec, preprocessing=_resized(spec.preprocessing, image_size))
+    spec = as_spec(model, weights, categories=categories, preprocessing=preprocessing, channels=channels,
+                   image_size=image_size)
     staging = _staging_dir(out_dir)
     try:
         started = time.perf_counter()
         progress(f"tracing the saliency graph of {spec.name}")
         with _export_step(f"cannot build the saliency graph of {spec.name}"):
-            graph = build_saliency_graph(spec.module, spec.preprocessing.crop, method=method,
+            graph = build_saliency_graph(spec.module, spec.input_shape, method=method,
                                          mean=spec.preprocessing.mean, std=spec.preprocessing.std)
         description = describe(spec, method)
         details = {}
@@ -198,12 +201,6 @@ def _export_step(what: str):
         lines = [line for line in str(err).splitlines() if line.strip()]
         cause = next((line for line in lines if "aten." in line or "prims." in line), lines[0] if lines else "")
         raise ExportError(f"{what}: {type(err).__name__}: {cause.strip()[:300]}") from err
-
-
-def _resized(p: Preprocessing, size: int) -> Preprocessing:
-    if size < 32:
-        raise InputError(f"image size {size} is too small; use 32 or more")
-    return dataclasses.replace(p, crop=size, resize=round(size * p.resize / p.crop))
 
 
 def is_artifact_dir(path: Path) -> bool:

@@ -27,10 +27,10 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .graph import METHODS, Method, method_outputs
-from .images import displayed_image, open_image, to_batch
-from .models import ClassifierSpec, available_models, load_model
+from .images import displayed_image, mode_for, open_image, to_batch
+from .models import ClassifierSpec, is_model_name, load_model
 from .render import contact_sheet, labelled, overlay
-from .runtime import Explainer, load
+from .runtime import Explainer, load, rebuilt_spec
 
 METRICS = ("deletion", "insertion", "randomization")
 RANDOM = "random"  # the baseline ranking
@@ -112,6 +112,7 @@ def evaluate(source: str | Path, paths: list[Path], methods: list[Method] | None
     spec, artifact, methods = _source(source, methods, weights, backend)
     model = spec.module.eval()
     p = artifact.preprocessing if artifact else spec.preprocessing
+    images = [open_image(image, mode_for(p.channels)) for image in images]  # the model's channels
     batch = to_batch(images, p)
     with torch.no_grad():
         probabilities = model(batch).softmax(1)
@@ -120,7 +121,7 @@ def evaluate(source: str | Path, paths: list[Path], methods: list[Method] | None
               "classes": [spec.categories[int(t)] for t in targets], "steps": steps, "methods": {}}
     maps = {}
     for method in tqdm(methods, desc="methods", unit="method", leave=False):
-        explain = method_outputs(method.check(), p.crop, p.mean, p.std)
+        explain = method_outputs(method.check(), p.input_shape, p.mean, p.std)
         if artifact:
             maps[method.name], report["backend"] = _artifact_maps(artifact, batch, targets, probabilities)
         else:
@@ -128,7 +129,7 @@ def evaluate(source: str | Path, paths: list[Path], methods: list[Method] | None
         report["methods"][method.name] = _scores(model, batch, maps[method.name], targets, method, explain, metrics,
                                                  steps, randomization_steps)
     generator = torch.Generator().manual_seed(0)
-    random_maps = torch.rand(batch.shape[0], p.crop, p.crop, generator=generator)
+    random_maps = torch.rand(batch.shape[0], *p.size, generator=generator)
     report["methods"][RANDOM] = _scores(model, batch, random_maps, targets, None, None,
                                         [m for m in metrics if m != "randomization"], steps, 0)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,7 @@ def evaluate(source: str | Path, paths: list[Path], methods: list[Method] | None
 
 def _source(source, methods, weights, backend) -> tuple[ClassifierSpec, Explainer | None, list[Method]]:
     """(the model in PyTorch, the artifact's explainer or None, the methods to score)."""
-    if isinstance(source, str) and source in available_models():
+    if is_model_name(source):
         return load_model(source, weights), None, list(methods or [Method(name) for name in METHODS])
     artifact = load(source, backend, method=methods[0] if methods and len(methods) == 1 else None)
     if methods and len(methods) > 1:
@@ -148,7 +149,9 @@ def _source(source, methods, weights, backend) -> tuple[ClassifierSpec, Explaine
                          f"scored with its own method only; give a model name to compare several")
     name, artifact_weights = artifact.manifest["model"], artifact.manifest["weights"]
     try:
-        spec = load_model(name, artifact_weights)
+        if artifact_weights == "custom" or not is_model_name(name):
+            raise InputError("a custom module")
+        spec = rebuilt_spec(artifact.manifest)
     except InputError as err:
         raise InputError(f"{source}: scoring runs the artifact's model in PyTorch, and {name!r} with weights "
                          f"{artifact_weights!r} cannot be rebuilt here ({err})") from None

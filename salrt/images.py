@@ -21,6 +21,7 @@ ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]
 # claims 20000 x 20000 pixels would take 1.2 GB. Sizes are read from the header and refused first.
 MAX_PIXELS_VARIABLE = "SALRT_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default warning limit (~89 megapixels)
+_MODES = {1: "L", 3: "RGB"}
 
 
 def max_pixels() -> int:
@@ -37,18 +38,27 @@ def max_pixels() -> int:
     return limit
 
 
-def open_image(source: ImageLike) -> Image.Image:
-    """An RGB PIL image from a path, encoded bytes, a PIL image or an HWC uint8 array; InputError otherwise."""
+def mode_for(channels: int) -> str:
+    """The PIL mode image files are converted to for a model taking ``channels`` channels."""
+    if channels not in _MODES:
+        raise InputError(f"the model takes {channels} channels; image files give 1 (grayscale) or 3 (RGB): pass "
+                         f"a preprocessed float32 [N, {channels}, H, W] tensor to explain() instead")
+    return _MODES[channels]
+
+
+def open_image(source: ImageLike, mode: str = "RGB") -> Image.Image:
+    """A PIL image in ``mode`` ("RGB", or "L" for grayscale models) from a path, encoded bytes, a PIL image or an
+    HW / HWC uint8 array; InputError otherwise."""
     if isinstance(source, Image.Image):
-        return source.convert("RGB")
+        return source.convert(mode)
     if isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (3, 4)):
+        if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)):
             raise InputError(f"expected an HxW or HxWx3 uint8 array, got {source.dtype} {tuple(source.shape)}")
-        return Image.fromarray(source).convert("RGB")
+        return Image.fromarray(source.squeeze(2) if source.ndim == 3 and source.shape[2] == 1 else source).convert(mode)
     if isinstance(source, (bytes, bytearray)):
-        return decode(io.BytesIO(source), "image bytes")
+        return decode(io.BytesIO(source), "image bytes", mode)
     if isinstance(source, (str, Path)):
-        return decode(io.BytesIO(read_file(source)), str(source))
+        return decode(io.BytesIO(read_file(source)), str(source), mode)
     raise InputError(f"cannot read an image from {type(source).__name__}")
 
 
@@ -63,7 +73,7 @@ def read_file(path: Union[str, Path]) -> bytes:
         raise InputError(f"{path}: {err.strerror}") from None
 
 
-def decode(file: BinaryIO, name: str) -> Image.Image:
+def decode(file: BinaryIO, name: str, mode: str = "RGB") -> Image.Image:
     """Decode an encoded image fully (a truncated file fails here, not halfway through a batch), after
     refusing one whose header promises more than ``max_pixels()`` pixels."""
     limit = max_pixels()  # never below PIL's own limit, so PIL warns about nothing we accept
@@ -71,7 +81,7 @@ def decode(file: BinaryIO, name: str) -> Image.Image:
         with Image.open(file) as image:
             _check_size(image.width * image.height, limit, name, f"{image.width}x{image.height} is ")
             image.load()
-            return image.convert("RGB")
+            return image.convert(mode)
     except Image.DecompressionBombError as err:  # PIL refuses sizes above twice its own limit while opening
         found = re.search(r"\((\d+) pixels\)", str(err))
         _check_size(int(found.group(1)) if found else limit + 1, limit, name, "")
@@ -90,7 +100,8 @@ def _check_size(pixels: int, limit: int, name: str, size: str) -> None:
 
 def _resize_and_crop(p: Preprocessing) -> T.Compose:
     interpolation = T.InterpolationMode(p.interpolation)
-    return T.Compose([T.Resize(p.resize, interpolation=interpolation, antialias=True), T.CenterCrop(p.crop)])
+    resize = p.resize if isinstance(p.resize, int) else list(p.resize)  # an int: the short side; [H, W]: exact
+    return T.Compose([T.Resize(resize, interpolation=interpolation, antialias=True), T.CenterCrop(list(p.size))])
 
 
 def displayed_image(image: Image.Image, p: Preprocessing) -> Image.Image:
@@ -99,6 +110,7 @@ def displayed_image(image: Image.Image, p: Preprocessing) -> Image.Image:
 
 
 def to_batch(images: Iterable[Image.Image], p: Preprocessing) -> torch.Tensor:
+    """[N, C, H, W] float32 from PIL images already in the model's mode (``mode_for(p.channels)``)."""
     transform = T.Compose([_resize_and_crop(p), T.ToImage(), T.ToDtype(torch.float32, scale=True),
                            T.Normalize(p.mean, p.std)])
     return torch.stack([transform(image) for image in images])

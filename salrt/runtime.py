@@ -13,27 +13,31 @@ from . import ops
 from .artifact import describe, is_artifact_dir, preprocessing_of, read_manifest, verified_file
 from .errors import ArtifactError, InputError
 from .formats import AUTO, BY_BACKEND, EAGER, Run, auto_routes, check_backend
-from .graph import Method, input_gradient, method_outputs
-from .images import ImageLike, open_image, to_batch
-from .models import available_models, load_model
+from .graph import Method, contract_of, image_shape, input_gradient, method_outputs
+from .graph.io import names
+from .images import ImageLike, mode_for, open_image, to_batch
+from .models import ClassifierSpec, as_spec, is_model_name, load_model
 
 
 @dataclasses.dataclass
 class Explanation:
-    """Per image: logits [N,K], the class explained [N], the saliency map [N,H,W] in [0,1], the attribution
-    [N,3,H,W] (``attribution``, also ``grad``: the input gradient for the saliency method; None from a
-    server's image model), integrated gradients' completeness error ``delta`` [N]; and the backend used."""
-    logits: torch.Tensor
-    target: torch.Tensor
-    saliency: torch.Tensor
-    grad: Optional[torch.Tensor]
+    """A graph's outputs by their contract names (``salrt.graph.io``), the class names and the backend used.
+
+    Per image: ``logits`` [N,K], ``used_target`` (also ``target``) the class explained [N], ``saliency``
+    [N,H,W] in [0,1], ``grad`` (also ``attribution``) [N,C,H,W]: the input gradient for the saliency method
+    (None where a server's image model sends none), integrated gradients' completeness error ``delta`` [N]
+    (None for other methods); any other output as ``outputs[name]``."""
+    outputs: dict[str, torch.Tensor]
     categories: Sequence[str]
     backend: str
-    delta: Optional[torch.Tensor] = None
 
-    @property
-    def attribution(self) -> Optional[torch.Tensor]:
-        return self.grad
+    logits = property(lambda self: self.outputs["logits"])
+    used_target = property(lambda self: self.outputs["used_target"])
+    target = used_target
+    saliency = property(lambda self: self.outputs["saliency"])
+    grad = property(lambda self: self.outputs.get("grad"))
+    attribution = grad
+    delta = property(lambda self: self.outputs.get("delta"))
 
     def top(self, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """The k most probable classes of each image as (index, name, probability)."""
@@ -58,6 +62,8 @@ class Explainer:
         self.preprocessing = preprocessing_of(manifest)
         self.categories: list[str] = list(manifest["categories"])
         self.device = device
+        self._contract = contract_of(manifest)
+        self._output_names = names(self._contract["outputs"])
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -74,16 +80,18 @@ class Explainer:
 
     @property
     def inputs(self) -> list[dict]:
-        """The graph's inputs: name, dtype, shape (as onnxruntime's ``InferenceSession.get_inputs``)."""
-        return self.manifest["inputs"]
+        """The graph's inputs: name, dtype, shape with the model's sizes and "N" for the batch (as onnxruntime's
+        ``InferenceSession.get_inputs``)."""
+        return self._contract["inputs"]
 
     @property
     def outputs(self) -> list[dict]:
-        return self.manifest["outputs"]
+        return self._contract["outputs"]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (3, self.preprocessing.crop, self.preprocessing.crop)
+        """(C, H, W) of one preprocessed image."""
+        return tuple(self.inputs[0]["shape"][1:])
 
     def __repr__(self) -> str:
         routes = self.backend if self.backend != AUTO else \
@@ -91,22 +99,25 @@ class Explainer:
         return f"Explainer(model={self.model!r}, backend={routes!r}, device={str(self.device)!r})"
 
     def preprocess(self, images: Union[ImageLike, Sequence[ImageLike]]) -> torch.Tensor:
-        """Paths, encoded bytes, PIL images or HWC uint8 arrays -> the normalized [N,3,H,W] batch."""
+        """Paths, encoded bytes, PIL images or HW(C) uint8 arrays -> the normalized [N,C,H,W] batch (files are
+        converted to the model's channels: grayscale for 1, RGB for 3)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        return to_batch([open_image(image) for image in images], self.preprocessing)
+        mode = mode_for(self.input_shape[0])
+        return to_batch([open_image(image, mode) for image in images], self.preprocessing)
 
     def explain(self, images, target: Optional[Union[int, Sequence[int], torch.Tensor]] = None) -> Explanation:
         """Saliency maps of ``images`` for ``target``.
 
         Args:
-            images: a preprocessed float32 [N,3,H,W] (or [3,H,W]) tensor, or images as paths, encoded
-                bytes, PIL images or HWC uint8 arrays (one or a list), preprocessed as the model expects.
+            images: a preprocessed float32 [N,C,H,W] (or [C,H,W]) tensor, or images as paths, encoded
+                bytes, PIL images or HW(C) uint8 arrays (one or a list), preprocessed as the model expects.
             target: the class to explain, one for all images or one per image; None or a negative value
                 explains each image's top class.
 
         Returns:
-            An ``Explanation`` with logits, the class explained, saliency, grad and the backend used.
+            An ``Explanation``: the graph's outputs by name (logits, the class explained, saliency, grad, ...)
+            and the backend used.
 
         Raises:
             InputError: unreadable images; a tensor of the wrong dtype or shape, empty, or holding NaN or
@@ -123,10 +134,13 @@ class Explainer:
         parts = [run(batch[i:i + step].to(self.device).contiguous(), targets[i:i + step].to(self.device))
                  for i in range(0, batch.shape[0], step)]
         outputs = list(parts[0]) if len(parts) == 1 else [torch.cat(pieces) for pieces in zip(*parts)]  # no copy
-        return Explanation(*outputs[:4], self.categories, backend, delta=outputs[4] if len(outputs) > 4 else None)
+        if len(outputs) != len(self._output_names):
+            raise ArtifactError(f"{backend} returned {len(outputs)} outputs; the manifest lists "
+                                f"{', '.join(self._output_names)}: export it again")
+        return Explanation(dict(zip(self._output_names, outputs)), self.categories, backend)
 
     def checked_inputs(self, images, target=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``explain``'s arguments as the [N,3,H,W] float32 batch and [N] int64 targets it runs, after the
+        """``explain``'s arguments as the [N,C,H,W] float32 batch and [N] int64 targets it runs, after the
         checks it makes (InputError as ``explain`` raises it): a server checks each request alone before
         batching requests together."""
         batch = self._checked_batch(images if isinstance(images, torch.Tensor) else self.preprocess(images))
@@ -181,8 +195,8 @@ def _eager_run(module: torch.nn.Module, device: torch.device, manifest: dict) ->
     module = module.to(device)
     method = Method.of(manifest)
     if method.name != "saliency":
-        p = manifest["preprocessing"]
-        return functools.partial(method_outputs(method, manifest["input_size"][0], p["mean"], p["std"]), module)
+        p = preprocessing_of(manifest)
+        return functools.partial(method_outputs(method, p.input_shape, p.mean, p.std), module)
 
     def run(image: torch.Tensor, target: torch.Tensor):
         logits, used_target, grad = input_gradient(module, image, target)
@@ -203,14 +217,16 @@ def checked_device(device: Union[str, torch.device]) -> torch.device:
     return device
 
 
-def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch.device] = "cpu",
-         weights: str = "default", method: Optional[Method] = None) -> Explainer:
-    """An explainer for a model name (run eagerly in PyTorch) or an artifact directory.
+def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str = AUTO,
+         device: Union[str, torch.device] = "cpu", weights: str = "default", method: Optional[Method] = None,
+         **model_options) -> Explainer:
+    """An explainer for a model (run eagerly in PyTorch) or an artifact directory.
 
     Args:
-        source: a model name from ``salrt.models.available_models()`` (a ``str`` equal to one always means
-            the model, even if a directory of that name exists), or else the path of an artifact directory
-            (a ``Path``, or a string such as ``"resnet50/"`` or ``"./resnet50"``).
+        source: a model source (``salrt.models``: a torchvision name, ``timm:NAME``, ``hf:PATH_OR_ID``,
+            ``package.module:attribute``; a ``str`` naming one always means the model, even if a directory of
+            that name exists), an ``nn.Module``, or else the path of an artifact directory (a ``Path``, or a
+            string such as ``"resnet50/"`` or ``"./resnet50"``).
         backend: "auto" (the fastest the artifact holds for the device and batch size, see
             ``salrt.formats.AUTO_ROUTES``), "eager", or a format's backend: "torchscript", "onnxruntime",
             "aoti", "aoti_n1".
@@ -218,6 +234,8 @@ def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch
         weights: for a model name only: "default", "random" or the path of a state dict.
         method: for a model name, the method to run (``salrt.graph.Method``; default: saliency); an artifact
             runs the method it was exported with (another one here is an InputError).
+        model_options: for a model: ``categories``, ``preprocessing``, ``channels``, ``image_size``, as
+            ``salrt.export`` takes them.
 
     Returns:
         An ``Explainer``.
@@ -229,13 +247,15 @@ def load(source: Union[str, Path], backend: str = AUTO, device: Union[str, torch
     """
     check_backend(backend)
     device = checked_device(device)
-    if isinstance(source, str) and source in available_models():
+    if is_model_name(source) or isinstance(source, (torch.nn.Module, ClassifierSpec)):
         if backend not in (AUTO, EAGER):
             raise InputError(f"backend {backend!r} needs an artifact directory: run `salrt export {source}`, "
-                             f"then load {source + '/'!r}")
-        spec = load_model(source, weights)
+                             f"then load {str(source) + '/'!r}")
+        spec = as_spec(source, weights, **model_options)
         manifest = describe(spec, (method or Method()).check())
         return Explainer({EAGER: lambda: _eager_run(spec.module, device, manifest)}, [(1, EAGER)], manifest, device)
+    if model_options:
+        raise InputError(f"{', '.join(model_options)}: for a model only; an artifact has its own")
     if Path(source).is_dir():
         explainer = _load_artifact(Path(source), backend, device)
         if method is not None and method.check().parameters() != Method.of(explainer.manifest).parameters():
@@ -262,13 +282,19 @@ def _load_artifact(directory: Path, backend: str, device: torch.device) -> Expla
 
 
 def _rebuilt_model(directory: Path, manifest: dict) -> torch.nn.Module:
-    """The artifact's model in PyTorch, for the eager backend: only for models salrt builds by name."""
-    if manifest["model"] not in available_models() or manifest["weights"] == "custom":
+    """The artifact's model in PyTorch, for the eager backend: only for models salrt builds from a source."""
+    if not is_model_name(manifest["model"]) or manifest["weights"] == "custom":
         raise ArtifactError(f"{directory} was exported from a custom module ({manifest['model']}); the eager "
                             "backend needs a model salrt can build by name: use one of its files' backends")
-    return load_model(manifest["model"], manifest["weights"]).module
+    return rebuilt_spec(manifest).module
+
+
+def rebuilt_spec(manifest: dict) -> ClassifierSpec:
+    """The model an artifact names, with its weights, channels, class names and preprocessing."""
+    return load_model(manifest["model"], manifest["weights"], categories=manifest["categories"],
+                      preprocessing=preprocessing_of(manifest), channels=image_shape(manifest)[0])
 
 
 def is_model_name_and_artifact(source: str) -> bool:
     """True when ``source`` names a model and an artifact directory at once (the model wins)."""
-    return source in available_models() and is_artifact_dir(Path(source))
+    return is_model_name(source) and is_artifact_dir(Path(source))

@@ -85,6 +85,13 @@ std::string shape_of(const at::Tensor& t) {
   return out + "]";
 }
 
+// C of the "image" input's [N, C, H, W] (manifests before per-model channels wrote 3 there too).
+int64_t image_channels(const Json& inputs) {
+  for (const auto& io : inputs)
+    if (io.at("name") == "image") return io.at("shape").at(1).get<int64_t>();
+  throw Error("\"inputs\" has no \"image\"");
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw Error("cannot read " + path + ": " + std::strerror(errno));
@@ -123,16 +130,17 @@ struct Explainer::Impl {
   std::string backend;
   std::string model;
   std::vector<std::string> categories;
-  std::array<int64_t, 2> input_size{};
+  std::array<int64_t, 3> input_shape{};  // C, H, W: the manifest's "image" input
   std::string method = "saliency";
-  std::vector<std::string> outputs{"logits", "used_target", "saliency", "grad"};  // the graph's, in order
+  std::vector<std::string> outputs;  // the graph's, in order: the manifest's "outputs"
   int64_t images_per_call = 0;  // sampling methods: the most images one call may hold (memory); 0: any
+  bool single_image = false;    // the file's manifest entry says "batch": 1 (it checks no shapes)
   // Mutable: running a model does not change the Explainer; both runtimes serialise what they must.
   mutable std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;
   mutable std::optional<torch::jit::Module> torchscript;
 
   void read_manifest();
-  std::string verified_file() const;
+  std::string verified_file();
   std::vector<at::Tensor> run(const at::Tensor& image, const at::Tensor& target) const;
   Json manifest;
 };
@@ -156,14 +164,13 @@ void Explainer::Impl::read_manifest() {
     model = manifest.at("model").get<std::string>();
     const auto size = manifest.at("input_size").get<std::vector<int64_t>>();
     if (size.size() != 2) throw Error("\"input_size\" is not [H, W]");
-    input_size = {size[0], size[1]};
+    input_shape = {image_channels(manifest.at("inputs")), size[0], size[1]};
     categories = manifest.at("categories").get<std::vector<std::string>>();
     if (manifest.contains("method")) method = manifest.at("method").at("name").get<std::string>();
-    if (manifest.contains("outputs")) {
-      outputs.clear();
-      for (const auto& io : manifest.at("outputs")) outputs.push_back(io.at("name").get<std::string>());
-      if (outputs.size() < 4) throw Error("\"outputs\" lists fewer than 4 outputs");
-    }
+    for (const auto& io : manifest.at("outputs")) outputs.push_back(io.at("name").get<std::string>());
+    for (const char* name : kRequiredOutputs)
+      if (std::find(outputs.begin(), outputs.end(), name) == outputs.end())
+        throw Error(std::string("\"outputs\" lacks \"") + name + "\"");
     images_per_call = manifest.value("images_per_call", int64_t{0});
     if (!manifest.at("files").is_object()) throw Error("\"files\" is not an object");
   } catch (const std::exception& err) {
@@ -171,7 +178,7 @@ void Explainer::Impl::read_manifest() {
   }
 }
 
-std::string Explainer::Impl::verified_file() const {
+std::string Explainer::Impl::verified_file() {
   const Json& files = manifest.at("files");
   const auto entry = files.find(backend);  // each backend runs the format of the same name
   if (entry == files.end()) {
@@ -186,6 +193,7 @@ std::string Explainer::Impl::verified_file() const {
   } catch (const Json::exception&) {
     throw Error(join(dir, "manifest.json") + " is corrupt: files." + backend + " lacks \"file\" or \"sha256\"");
   }
+  single_image = entry->value("batch", int64_t{0}) == 1;
   std::string path = join(dir, file);
   if (!fs::is_regular_file(path)) throw Error(path + " is missing");
   if (sha256_file(path) != digest)
@@ -226,12 +234,12 @@ Explainer& Explainer::operator=(Explainer&&) noexcept = default;
 
 Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor> target) const {
   const Impl& m = *impl_;
-  const auto [height, width] = m.input_size;
-  std::string expected = m.model + " takes a float32 [N, 3, " + std::to_string(height) + ", " +
-                         std::to_string(width) + "] tensor, got ";
+  const auto [channels, height, width] = m.input_shape;
+  std::string expected = m.model + " takes a float32 [N, " + std::to_string(channels) + ", " + std::to_string(height) +
+                         ", " + std::to_string(width) + "] tensor, got ";
   if (!image.defined()) throw Error(expected + "an undefined tensor");
   at::Tensor batch = image.dim() == 3 ? image.unsqueeze(0) : image;
-  if (batch.dim() != 4 || batch.size(1) != 3 || batch.size(2) != height || batch.size(3) != width ||
+  if (batch.dim() != 4 || batch.size(1) != channels || batch.size(2) != height || batch.size(3) != width ||
       batch.scalar_type() != at::kFloat || batch.size(0) == 0)
     throw Error(expected + dtype_name(batch.scalar_type()) + " " + shape_of(batch));
   batch = batch.to(at::kCPU).contiguous();
@@ -270,7 +278,7 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
   // bounded number of images per call, and the single-image package checks no shapes (given two images it
   // explains the first only): larger batches run in parts, as in Python.
   torch::NoGradGuard no_grad;
-  const int64_t step = m.backend == "aoti_n1" ? 1 : (m.images_per_call > 0 ? m.images_per_call : n);
+  const int64_t step = m.single_image ? 1 : (m.images_per_call > 0 ? m.images_per_call : n);
   std::vector<std::vector<at::Tensor>> parts;
   for (int64_t start = 0; start < n; start += step) {
     const int64_t count = std::min(step, n - start);
@@ -287,9 +295,13 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
       out[k] = at::cat(pieces);
     }
   }
-  Explanation result{out[0], out[1], out[2], out[3], {}};
-  for (size_t k = 4; k < out.size(); ++k)
-    if (m.outputs[k] == "delta") result.delta = out[k];
+  Explanation result;
+  for (size_t k = 0; k < out.size(); ++k) result.outputs.emplace_back(m.outputs[k], out[k]);
+  result.logits = result.output("logits");
+  result.used_target = result.output("used_target");
+  result.saliency = result.output("saliency");
+  result.grad = result.output("grad");
+  result.delta = result.output("delta");
   return result;
 }
 
@@ -305,7 +317,15 @@ const std::string& Explainer::model() const { return impl_->model; }
 const std::string& Explainer::backend() const { return impl_->backend; }
 const std::string& Explainer::method() const { return impl_->method; }
 const std::vector<std::string>& Explainer::categories() const { return impl_->categories; }
-std::array<int64_t, 2> Explainer::input_size() const { return impl_->input_size; }
+std::array<int64_t, 2> Explainer::input_size() const { return {impl_->input_shape[1], impl_->input_shape[2]}; }
+std::array<int64_t, 3> Explainer::input_shape() const { return impl_->input_shape; }
+const std::vector<std::string>& Explainer::output_names() const { return impl_->outputs; }
+
+at::Tensor Explanation::output(const std::string& name) const {
+  for (const auto& [key, value] : outputs)
+    if (key == name) return value;
+  return {};
+}
 const std::string& Explainer::artifact_dir() const { return impl_->dir; }
 
 }  // namespace salrt

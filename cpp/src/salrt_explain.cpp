@@ -1,6 +1,6 @@
 // salrt_explain: run a salrt artifact on a batch saved by Python, without Python.
 //
-//   INPUT  : torch.save({"image": float32 [N,3,H,W], "target": int64 [N] (optional)}, INPUT)
+//   INPUT  : torch.save({"image": float32 [N,C,H,W], "target": int64 [N] (optional)}, INPUT)
 //   OUTPUT : a tuple (logits, used_target, saliency, grad[, delta]), read with plain torch.load(OUTPUT)
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
@@ -28,10 +28,10 @@ const char* kUsage =
     "Explains a batch with a salrt artifact directory (written by `salrt export ... --format aoti,aoti_n1,torchscript`).\n"
     "\n"
     "  ARTIFACT_DIR       the artifact directory (manifest.json, model.pt2 and/or model.pt)\n"
-    "  INPUT              torch.save({'image': float32 [N,3,H,W], 'target': int64 [N]}, INPUT); 'target' is\n"
+    "  INPUT              torch.save({'image': float32 [N,C,H,W], 'target': int64 [N]}, INPUT); 'target' is\n"
     "                     optional (a negative or absent target explains each image's top class)\n"
-    "  OUTPUT             written as the tuple (logits, used_target, saliency, grad), plus delta for an\n"
-    "                     integrated_gradients artifact: torch.load(OUTPUT)\n"
+    "  OUTPUT             written as the tuple of the outputs manifest.json lists, in its order (logits,\n"
+    "                     used_target, saliency, grad, then e.g. delta for integrated_gradients): torch.load(OUTPUT)\n"
     "  --backend B        aoti (default: model.pt2), aoti_n1 (model_n1.pt2: fastest, one image at a time)\n"
     "                     or torchscript (model.pt)\n"
     "  --repeat R         after 3 warm-up runs, time R runs and print their p50 and p99 latency in ms\n"
@@ -98,8 +98,8 @@ Batch read_input(const std::string& path) {
 void write_output(const std::string& path, const salrt::Explanation& e) {
   // A tuple, not a dict: torch::pickle_save tags a c10::Dict with its key/value types, and the default
   // torch.load (weights_only=True) refuses those tags. A tuple of tensors loads with plain torch.load.
-  std::vector<c10::IValue> outputs{e.logits, e.used_target, e.saliency, e.grad};
-  if (e.delta.defined()) outputs.emplace_back(e.delta);
+  std::vector<c10::IValue> outputs;  // every output of the graph, in the manifest's order
+  for (const auto& [name, tensor] : e.outputs) outputs.emplace_back(tensor);
   auto tuple = c10::ivalue::Tuple::create(std::move(outputs));
   std::vector<char> bytes = torch::pickle_save(c10::IValue(tuple));
   std::ofstream file(path, std::ios::binary | std::ios::trunc);

@@ -48,9 +48,10 @@ def forward_only(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tenso
     return run
 
 
-def forward_flops(model: torch.nn.Module, size: int) -> int:
+def forward_flops(model: torch.nn.Module, input_shape) -> int:
+    """FLOPs of one forward pass on one [C, H, W] image."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, *input_shape))
     return counter.get_total_flops()
 
 
@@ -112,13 +113,14 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
     if unknown:
         raise InputError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(MEASURED_BACKENDS)}")
     spec = load_model(model_name, weights)
-    size = spec.preprocessing.crop
+    shape = spec.input_shape
+    height, width = shape[1:]
     formats = [BY_BACKEND[b].name for b in backends if b in BY_BACKEND]
     artifact = cached_artifact(spec, formats, cache, progress) if formats else None
-    flops = forward_flops(spec.module, size)
+    flops = forward_flops(spec.module, shape)
 
     runs, first_call_ms, rss_added = {}, {}, {}
-    inputs = {n: torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n)) for n in batches}
+    inputs = {n: torch.randn(n, *shape, generator=torch.Generator().manual_seed(n)) for n in batches}
     naive_model = load_model(model_name, weights).module  # a separate copy: the naive recipe makes it trainable
 
     def salrt_backend(backend: str) -> Callable[[], Callable[[torch.Tensor], object]]:
@@ -161,7 +163,7 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
         same_batch = {r["backend"]: r["p50_ms"] for r in results if r["batch"] == row["batch"]}
         row["speedup_vs_naive"] = same_batch[NAIVE] / row["p50_ms"]
         row["cost_vs_forward"] = row["p50_ms"] / same_batch[FORWARD]
-    return {"model": model_name, "weights": weights, "input_size": size, "threads": torch.get_num_threads(),
+    return {"model": model_name, "weights": weights, "input_size": height if height == width else f"{height}x{width}", "threads": torch.get_num_threads(),
             "forward_gflop_per_image": flops / 1e9, "rounds": rounds, "torch": torch.__version__,
             "peak_gflops": peak,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, "results": results}

@@ -13,18 +13,18 @@ import torch
 
 from .. import _torch
 from ..errors import ArtifactError
-from ..graph import exported_program
+from ..graph import exported_program, image_shape
 
 _LOADS_WITH = "torch._inductor.aoti_load_package (torch only), or AOTIModelPackageLoader in C++"
 
 
 def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
-    _torch.aoti_compile(exported_program(graph, description["input_size"]), str(path))
+    _torch.aoti_compile(exported_program(graph, image_shape(description)), str(path))
     return {"loads_with": _LOADS_WITH, "device": "cpu"}
 
 
 def write_single_image(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
-    _torch.aoti_compile(exported_program(graph, description["input_size"], batch=1), str(path), freeze=True)
+    _torch.aoti_compile(exported_program(graph, image_shape(description), batch=1), str(path), freeze=True)
     return {"loads_with": _LOADS_WITH, "device": "cpu", "batch": 1}
 
 

@@ -9,8 +9,8 @@ import onnx
 import torch
 
 from ..errors import ArtifactError
-from ..graph import exported_program
-from ..graph.io import INPUT_NAMES
+from ..graph import exported_program, image_shape
+from ..graph.io import names
 
 OPSET = 20
 _PROTOBUF_LIMIT = 2 * 1024**3  # one .onnx file holds at most 2 GB; larger weights go to model.onnx.data
@@ -31,14 +31,14 @@ def external_data_file(path: Path) -> Path:
 
 def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
     """Export through torch.export with a dynamic batch, then check the model with ONNX's full checker."""
-    exported = exported_program(graph, description["input_size"])
+    exported = exported_program(graph, image_shape(description))
     weight_bytes = sum(t.numel() * t.element_size() for t in exported.state_dict.values()) + sum(
         t.numel() * t.element_size() for t in exported.constants.values() if isinstance(t, torch.Tensor))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torch.onnx")
-        program = torch.onnx.export(exported, dynamo=True, opset_version=OPSET, input_names=INPUT_NAMES,
-                                    output_names=[io["name"] for io in description["outputs"]], optimize=True,
-                                    verbose=False)
+        program = torch.onnx.export(exported, dynamo=True, opset_version=OPSET,
+                                    input_names=names(description["inputs"]),
+                                    output_names=names(description["outputs"]), optimize=True, verbose=False)
     model = program.model_proto
     _name_batch_dimension(model)
     for key, value in description.items():  # the manifest travels inside the file too
@@ -64,8 +64,10 @@ def load(path: Path, device: torch.device):
     except Exception as err:  # onnxruntime raises its own exception types for unreadable models
         raise ArtifactError(f"onnxruntime cannot load {path}: {err}") from None
 
+    input_names = [io.name for io in session.get_inputs()]  # the file's own names, in the contract's order
+
     def run(image: torch.Tensor, target: torch.Tensor):
-        feed = dict(zip(INPUT_NAMES, (image.cpu().numpy(), target.cpu().numpy())))
+        feed = dict(zip(input_names, (image.cpu().numpy(), target.cpu().numpy())))
         outputs = session.run(None, feed)  # every output, in the graph's order
         return tuple(torch.from_numpy(output).to(device) for output in outputs)
     return run

@@ -24,6 +24,7 @@ import torch
 
 from .._version import __version__
 from ..errors import InputError
+from ..graph import contract_of
 from . import onnx as onnx_format
 
 _DATA_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "uint8": "TYPE_UINT8", "bytes": "TYPE_STRING"}
@@ -40,13 +41,9 @@ def model_config_pb2():
 
 
 def concrete_contract(manifest: dict) -> tuple[list[dict], list[dict]]:
-    """The manifest's inputs and outputs with H, W and K replaced by the artifact's sizes (N stays)."""
-    height, width = manifest["input_size"]
-    sizes = {"H": height, "W": width, "K": len(manifest["categories"])}
-
-    def concrete(io: dict) -> dict:
-        return {**io, "shape": [sizes.get(d, d) for d in io["shape"]]}
-    return [concrete(io) for io in manifest["inputs"]], [concrete(io) for io in manifest["outputs"]]
+    """The manifest's inputs and outputs with the model's sizes (N stays): ``graph.contract_of``."""
+    found = contract_of(manifest)
+    return found["inputs"], found["outputs"]
 
 
 def _declare(tensor, io: dict, model_config) -> None:

@@ -8,33 +8,35 @@ export. Weights are graph constants that never require grad. ``saliency`` holds 
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 
 from .decompositions import backward_as_forward_ops, forward_rewrites
-from .io import INPUTS, OUTPUTS, outputs_named
+from .io import INPUTS, OUTPUTS, contract, contract_of, image_shape
 from .methods import METHODS, Method, method_outputs
 from .passes import (check_no_backward_ops, direct_input_gradient_convolutions, drop_no_op_restrides, fold_batch_norms,
                      polyphase_narrow_transposed_convolutions)
 from .saliency import input_gradient
 from .trace import example_inputs, exported_program, trace_with_constant_weights
 
-__all__ = ["INPUTS", "METHODS", "Method", "OUTPUTS", "build_saliency_graph", "exported_program", "input_gradient",
-           "method_outputs", "outputs_named", "trace_forward"]
+__all__ = ["INPUTS", "METHODS", "Method", "OUTPUTS", "build_saliency_graph", "contract", "contract_of",
+           "exported_program", "image_shape", "input_gradient", "method_outputs", "trace_forward"]
 
 
-def trace_forward(model: torch.nn.Module, image_size: int) -> torch.fx.GraphModule:
-    image, _ = example_inputs(image_size)
+def trace_forward(model: torch.nn.Module, image_shape: Sequence[int]) -> torch.fx.GraphModule:
+    image, _ = example_inputs(image_shape)
     return trace_with_constant_weights(model, lambda forward, x: forward(x), (image,), forward_rewrites())
 
 
-def build_saliency_graph(model: torch.nn.Module, image_size: int, fold_bn: bool = True, method: Method = Method(),
-                         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> torch.fx.GraphModule:
-    """The joint forward + input-gradient + saliency graph of ``model`` for square inputs of ``image_size``,
-    computing ``method`` (``mean``/``std``: the model's normalization, for the black IG baseline)."""
-    forward = drop_no_op_restrides(trace_forward(model, image_size))
-    if fold_bn:
-        forward = fold_batch_norms(forward)
-    joint = trace_with_constant_weights(forward, method_outputs(method, image_size, mean, std),
-                                        example_inputs(image_size), backward_as_forward_ops())
+def build_saliency_graph(model: torch.nn.Module, image_shape: Sequence[int], method: Method = Method(),
+                         mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None
+                         ) -> torch.fx.GraphModule:
+    """The joint forward + input-gradient + saliency graph of ``model`` for [N, C, H, W] inputs of
+    ``image_shape`` (C, H, W), computing ``method`` (``mean``/``std``: the model's normalization, for the
+    black IG baseline; default 0 and 1 per channel)."""
+    forward = fold_batch_norms(drop_no_op_restrides(trace_forward(model, image_shape)))
+    joint = trace_with_constant_weights(forward, method_outputs(method, image_shape, mean, std),
+                                        example_inputs(image_shape), backward_as_forward_ops())
     check_no_backward_ops(joint)
     return polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(joint))

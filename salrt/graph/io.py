@@ -1,19 +1,77 @@
-"""The tensor contract every saliency graph keeps, in every format: names, dtypes, shapes, in order."""
+"""The tensor contract every saliency graph keeps, in every format: the one description of its inputs and
+outputs (name, dtype, shape, in order) that the manifest carries and everything else reads.
 
-INPUTS = [{"name": "image", "dtype": "float32", "shape": ["N", 3, "H", "W"]},
-          {"name": "target", "dtype": "int64", "shape": ["N"], "note": "negative = argmax"}]
-OUTPUTS = [{"name": "logits", "dtype": "float32", "shape": ["N", "K"]},
-           {"name": "used_target", "dtype": "int64", "shape": ["N"]},
-           {"name": "saliency", "dtype": "float32", "shape": ["N", "H", "W"], "range": [0, 1]},
-           {"name": "grad", "dtype": "float32", "shape": ["N", 3, "H", "W"],
-            "note": "the attribution: the input gradient for the saliency method"}]
-# integrated_gradients adds the completeness error: sum of attributions - (F(x) - F(baseline)) per image
-DELTA = {"name": "delta", "dtype": "float32", "shape": ["N"]}
-INPUT_NAMES = [io["name"] for io in INPUTS]
-OUTPUT_NAMES = [io["name"] for io in OUTPUTS]
+Shapes are written with ``N`` (the batch, dynamic) and the model's sizes ``C`` (channels), ``H``, ``W`` and
+``K`` (classes). ``contract`` makes them concrete for one model (N stays symbolic); the manifest stores that
+concrete form, so runtimes (Python, C++, Triton configs) read a model's sizes from it and restate nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+BATCH = "N"
 
 
-def outputs_named(names) -> list[dict]:
-    """The output descriptions of a method's outputs, in its order."""
-    known = {io["name"]: io for io in OUTPUTS + [DELTA]}
-    return [known[name] for name in names]
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str
+    shape: tuple
+    note: str = ""
+    default: Optional[int] = None  # an input a runtime may fill in when the caller leaves it out
+    range: Optional[tuple] = None
+
+    def concrete(self, sizes: dict) -> dict:
+        """The manifest's form: a dict with the model's sizes in the shape (N stays symbolic)."""
+        entry = {"name": self.name, "dtype": self.dtype, "shape": [sizes.get(d, d) for d in self.shape]}
+        entry.update({key: value for key, value in (("note", self.note), ("default", self.default),
+                                                     ("range", self.range and list(self.range))) if value is not None
+                      and value != ""})
+        return entry
+
+
+INPUTS = (Tensor("image", "float32", (BATCH, "C", "H", "W"), "preprocessed: resize, center crop, mean/std"),
+          Tensor("target", "int64", (BATCH,), "the class to explain; negative = the top class", default=-1))
+OUTPUTS = {t.name: t for t in (
+    Tensor("logits", "float32", (BATCH, "K")),
+    Tensor("used_target", "int64", (BATCH,), "the class explained"),
+    Tensor("saliency", "float32", (BATCH, "H", "W"), "max over channels of |attribution|, min-max normalized; "
+                                                      "a constant map is all zeros", range=(0, 1)),
+    Tensor("grad", "float32", (BATCH, "C", "H", "W"), "the attribution: the input gradient for the saliency method"),
+    Tensor("delta", "float32", (BATCH,), "integrated_gradients: sum of attributions - (F(x) - F(baseline))"),
+)}
+BASE_OUTPUTS = ("logits", "used_target", "saliency", "grad")  # every method's; methods may add others after them
+
+
+def contract(input_shape: Sequence[int], classes: int, outputs: Sequence[str] = BASE_OUTPUTS) -> dict:
+    """{"inputs": [...], "outputs": [...]} of a model taking [N, *input_shape] images with ``classes`` logits."""
+    channels, height, width = (int(size) for size in input_shape)
+    sizes = {"C": channels, "H": height, "W": width, "K": int(classes)}
+    return {"inputs": [t.concrete(sizes) for t in INPUTS], "outputs": [OUTPUTS[name].concrete(sizes) for name in outputs]}
+
+
+def contract_of(manifest: dict) -> dict:
+    """The concrete contract of an artifact's manifest. Manifests written before models had their own channel
+    count stored ``["N", 3, "H", "W"]``-style shapes; their sizes come from ``input_size`` and ``categories``."""
+    height, width = manifest["input_size"]
+    sizes = {"H": height, "W": width, "K": len(manifest["categories"]), "C": 3}
+
+    def concrete(entries: list[dict]) -> list[dict]:
+        return [{**io, "shape": [sizes.get(d, d) for d in io["shape"]]} for io in entries]
+    return {"inputs": concrete(manifest["inputs"]), "outputs": concrete(manifest["outputs"])}
+
+
+def names(entries: list[dict]) -> list[str]:
+    return [io["name"] for io in entries]
+
+
+def image_shape(manifest: dict) -> tuple[int, int, int]:
+    """(C, H, W) of one image, from a manifest (or a description about to become one)."""
+    image = next(io for io in contract_of(manifest)["inputs"] if io["name"] == "image")
+    return tuple(image["shape"][1:])
+
+
+def outputs_of(manifest: dict) -> list[str]:
+    """The artifact's output names, in the order its graphs return them."""
+    return names(manifest["outputs"])

@@ -1,8 +1,8 @@
 """The gradient family as plain torch functions that the graph traces and the eager backend runs as they are.
 
-Every method maps ``(forward, image [N,3,H,W], target [N])`` to ``(logits, used_target, saliency,
+Every method maps ``(forward, image [N,C,H,W], target [N])`` to ``(logits, used_target, saliency,
 attribution[, delta])``: logits and the explained class come from the clean image (a negative target is its
-top class), ``attribution`` is per channel [N,3,H,W] and ``saliency`` its normalized channel max of |.|.
+top class), ``attribution`` is per channel [N,C,H,W] and ``saliency`` its normalized channel max of |.|.
 Sampling methods expand each image into its samples inside the graph, ``chunk`` samples at a time (the
 chunks are unrolled: memory follows N x chunk, not N x samples).
 
@@ -19,12 +19,13 @@ chunks are unrolled: memory follows N x chunk, not N x samples).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from .io import BASE_OUTPUTS
 from .saliency import input_gradient, saliency_from_grad
 
 SAMPLING = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -32,6 +33,7 @@ METHODS = ("saliency", "input_x_gradient", *SAMPLING, "integrated_gradients")
 IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 BASELINES = ("zeros", "black")
 SAMPLES_PER_STEP_AT_224 = 16  # the default chunk: images in one forward+backward step, scaled by pixel count
+PIXELS_AT_224 = 224 * 224
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,13 +73,13 @@ class Method:
         keys = used.get("smoothgrad" if self.name in SAMPLING else self.name, ())
         return {"name": self.name, **{key: getattr(self, key) for key in keys}}
 
-    def chunk_for(self, image_size: int) -> int:
-        return min(self.count, self.chunk or _default_chunk(image_size))
+    def chunk_for(self, image_shape: Sequence[int]) -> int:
+        return min(self.count, self.chunk or _default_chunk(image_shape))
 
-    def images_per_call(self, image_size: int) -> int:
+    def images_per_call(self, image_shape: Sequence[int]) -> int:
         """0 (no limit) with one gradient per image; else how many images one graph call takes so that a step
         holds about the default chunk's samples (memory follows images x chunk: the runtime splits batches)."""
-        return max(1, _default_chunk(image_size) // self.chunk_for(image_size)) if self.count > 1 else 0
+        return max(1, _default_chunk(image_shape) // self.chunk_for(image_shape)) if self.count > 1 else 0
 
     @classmethod
     def of(cls, manifest: dict) -> "Method":
@@ -86,11 +88,13 @@ class Method:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return ("logits", "used_target", "saliency", "grad") + (("delta",) if self.name == "integrated_gradients" else ())
+        return BASE_OUTPUTS + (("delta",) if self.name == "integrated_gradients" else ())
 
 
-def _default_chunk(image_size: int) -> int:
-    return max(1, round(SAMPLES_PER_STEP_AT_224 * (224 / image_size) ** 2))
+def _default_chunk(image_shape: Sequence[int]) -> int:
+    """Samples per step for [C, H, W] images: 16 at 3 x 224 x 224, scaled by the values per image."""
+    values = image_shape[0] * image_shape[1] * image_shape[2]
+    return max(1, round(SAMPLES_PER_STEP_AT_224 * 3 * PIXELS_AT_224 / values))
 
 
 def ig_points(ig_method: str, steps: int) -> tuple[list[float], list[float]]:
@@ -108,16 +112,16 @@ def ig_points(ig_method: str, steps: int) -> tuple[list[float], list[float]]:
     return alphas.tolist(), weights
 
 
-def smoothgrad_noise(seed: int, samples: int, image_size: int) -> torch.Tensor:
-    """The standard normal noise [samples, 3, H, W] a seed stands for (scaled per image in the graph)."""
-    return torch.randn(samples, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+def smoothgrad_noise(seed: int, samples: int, image_shape: Sequence[int]) -> torch.Tensor:
+    """The standard normal noise [samples, C, H, W] a seed stands for (scaled per image in the graph)."""
+    return torch.randn(samples, *image_shape, generator=torch.Generator().manual_seed(seed))
 
 
-def baseline_image(baseline: str, mean, std) -> torch.Tensor:
-    """[1,3,1,1]: zeros, or black (pixel value 0) normalized as the model's inputs are."""
+def baseline_image(baseline: str, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """[1,C,1,1]: zeros, or black (pixel value 0) normalized as the model's inputs are."""
     if baseline == "zeros":
-        return torch.zeros(1, 3, 1, 1)
-    return ((0 - torch.tensor(mean)) / torch.tensor(std)).reshape(1, 3, 1, 1).float()
+        return torch.zeros(1, len(mean), 1, 1)
+    return ((0 - torch.tensor(mean)) / torch.tensor(std)).reshape(1, -1, 1, 1).float()
 
 
 def _gradients_at(forward, points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -132,12 +136,17 @@ def _chunks(count: int, chunk: int):
     return [(start, min(start + chunk, count)) for start in range(0, count, chunk)]
 
 
-def method_outputs(method: Method, image_size: int, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> Callable:
-    """``fn(forward, image, target)`` computing ``method``'s outputs (see the module's docstring)."""
+def method_outputs(method: Method, image_shape: Sequence[int], mean: Optional[Sequence[float]] = None,
+                   std: Optional[Sequence[float]] = None) -> Callable:
+    """``fn(forward, image, target)`` computing ``method``'s outputs for [N, *image_shape] images (see the
+    module's docstring); ``mean``/``std``: the model's normalization (default 0 and 1 per channel)."""
     method = method.check()
-    chunk = method.chunk_for(image_size)
+    image_shape = tuple(int(size) for size in image_shape)
+    channels = image_shape[0]
+    mean, std = mean or (0.0,) * channels, std or (1.0,) * channels
+    chunk = method.chunk_for(image_shape)
     # constants made here, outside the traced function: drawn in it, the noise would be a random op in the graph
-    noise = smoothgrad_noise(method.seed, method.samples, image_size) if method.name in SAMPLING else None
+    noise = smoothgrad_noise(method.seed, method.samples, image_shape) if method.name in SAMPLING else None
     baseline = baseline_image(method.baseline, mean, std)
     alphas, weights = (torch.tensor(v).reshape(1, -1, 1, 1, 1).float() for v in ig_points(method.ig_method, method.steps))
 
@@ -175,7 +184,7 @@ def method_outputs(method: Method, image_size: int, mean=(0.0, 0.0, 0.0), std=(1
             path_sum = path_sum + (grads * weight).sum(1)
         attribution = difference * path_sum
         with torch.no_grad():
-            baseline_logits = forward(start_point.expand(1, 3, image_size, image_size))
+            baseline_logits = forward(start_point.expand(1, *image_shape))
         gap = logits.gather(1, used.unsqueeze(1)).squeeze(1) - baseline_logits[0].gather(0, used)
         delta = attribution.sum((1, 2, 3)) - gap
         return logits, used, saliency_from_grad(attribution), attribution, delta

@@ -1,7 +1,7 @@
 """Trace a model into an aten FX graph with a symbolic batch and its weights as graph constants."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -10,10 +10,9 @@ from .. import _torch
 TRACE_BATCH = 2  # sizes 0 and 1 would be specialized by the tracer
 
 
-def example_inputs(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fake (image, target) whose batch is one shared symbol: no example values get baked in."""
-    return _torch.symbolic_batch_inputs(((TRACE_BATCH, 3, image_size, image_size), torch.float32),
-                                        ((TRACE_BATCH,), torch.int64))
+def example_inputs(image_shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fake (image [N, C, H, W], target [N]) whose batch is one shared symbol: no example values get baked in."""
+    return _torch.symbolic_batch_inputs(((TRACE_BATCH, *image_shape), torch.float32), ((TRACE_BATCH,), torch.int64))
 
 
 def add_constant(gm: torch.fx.GraphModule, value: torch.Tensor, name: str) -> torch.fx.Node:
@@ -46,12 +45,12 @@ def trace_with_constant_weights(module: torch.nn.Module, fn, inputs: tuple, deco
     return gm
 
 
-def exported_program(graph: torch.fx.GraphModule, size: list[int], batch: Optional[int] = None
+def exported_program(graph: torch.fx.GraphModule, image_shape: Sequence[int], batch: Optional[int] = None
                      ) -> torch.export.ExportedProgram:
-    """The graph as a torch.export program (what the ONNX and AOTI writers take): with a dynamic batch, or
-    specialized to a fixed ``batch`` size."""
+    """The graph as a torch.export program (what the ONNX and AOTI writers take) for [N, *image_shape] images:
+    with a dynamic batch, or specialized to a fixed ``batch`` size."""
     n = batch or TRACE_BATCH
-    image = torch.zeros(n, 3, *size)
+    image = torch.zeros(n, *image_shape)
     target = torch.full((n,), -1, dtype=torch.int64)
     if batch is not None:
         return torch.export.export(graph, (image, target))

@@ -37,10 +37,10 @@ class RemoteExplainer:
             inputs.append(self._http.InferInput("target", [len(images), 1], "INT64"))
             inputs[1].set_data_from_numpy(np.full((len(images), 1), target, dtype=np.int64))
         result = self._call(lambda: self._client.infer(self.model, inputs))
-        return Explanation(logits=torch.from_numpy(result.as_numpy("logits")),
-                           target=torch.from_numpy(result.as_numpy("used_target").reshape(-1)),
-                           saliency=torch.from_numpy(result.as_numpy("saliency")).float() / 255, grad=None,
-                           categories=self.categories, backend=f"triton {self.url}")
+        outputs = {"logits": torch.from_numpy(result.as_numpy("logits")),
+                   "used_target": torch.from_numpy(result.as_numpy("used_target").reshape(-1)),
+                   "saliency": torch.from_numpy(result.as_numpy("saliency")).float() / 255}
+        return Explanation(outputs, categories=self.categories, backend=f"triton {self.url}")
 
     def _call(self, request):
         try:

@@ -43,7 +43,7 @@ def model_names(manifest: dict) -> dict[str, str]:
 
 def _contracts(manifest: dict) -> dict[str, tuple[list[dict], list[dict]]]:
     inputs, outputs = concrete_contract(manifest)
-    inputs = [{**io, "optional": io["name"] == "target"} for io in inputs]  # absent target: the top class
+    inputs = [{**io, "optional": "default" in io} for io in inputs]  # the model fills in what clients leave out
     image_inputs = [{"name": "image_bytes", "dtype": "bytes", "shape": ["N"]}] + inputs[1:]
     image_outputs = [{**io, "dtype": "uint8"} if io["name"] == "saliency" else io
                      for io in outputs if io["name"] in ("logits", "used_target", "saliency")]

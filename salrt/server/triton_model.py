@@ -19,7 +19,7 @@ import torch
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
 from ..errors import SalrtError
-from ..images import decode
+from ..images import decode, mode_for
 from ..runtime import load
 from .repository import IMAGE
 
@@ -49,7 +49,9 @@ class TritonPythonModel:
             target = None if target is None else torch.from_numpy(target.as_numpy().reshape(-1))
             if self.kind == IMAGE:
                 encoded = pb_utils.get_input_tensor_by_name(request, "image_bytes").as_numpy().reshape(-1)
-                images = [decode(io.BytesIO(bytes(item)), f"image_bytes row {row}") for row, item in enumerate(encoded)]
+                mode = mode_for(self.explainer.input_shape[0])
+                images = [decode(io.BytesIO(bytes(item)), f"image_bytes row {row}", mode)
+                          for row, item in enumerate(encoded)]
             else:
                 images = torch.from_numpy(pb_utils.get_input_tensor_by_name(request, "image").as_numpy())
             return self.explainer.checked_inputs(images, target)
@@ -60,9 +62,9 @@ class TritonPythonModel:
         """One dict of numpy outputs per request: the requests run as one batch, split back by row counts."""
         batch = torch.cat([images for images, _ in inputs])
         targets = torch.cat([target for _, target in inputs])
-        result = self.explainer.explain(batch, targets)
-        produced = {"logits": result.logits, "used_target": result.target, "grad": result.grad, "delta": result.delta,
-                    "saliency": _as_uint8(result.saliency) if self.kind == IMAGE else result.saliency}
+        produced = self.explainer.explain(batch, targets).outputs
+        if self.kind == IMAGE:
+            produced = {**produced, "saliency": _as_uint8(produced["saliency"])}
         outputs = {name: produced[name] for name in self.output_names}
         counts = [len(images) for images, _ in inputs]
         return [{name: part.cpu().numpy() for name, part in zip(outputs, parts)}

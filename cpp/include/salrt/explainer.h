@@ -25,13 +25,17 @@ class Error : public std::runtime_error {
 };
 
 // Per image: logits [N,K], the class explained [N] (int64), the saliency map [N,H,W] in [0,1] and the
-// attribution [N,3,H,W] (the input gradient, or the artifact's method's attribution). CPU tensors.
+// attribution [N,C,H,W] (the input gradient, or the artifact's method's attribution). CPU tensors.
+// `outputs` holds every output the graph returns by its name in manifest.json, in its order; the fields
+// are those of the tensor contract, read from it by name.
 struct Explanation {
   at::Tensor logits;
   at::Tensor used_target;
   at::Tensor saliency;
   at::Tensor grad;
   at::Tensor delta;  // integrated_gradients: the completeness error [N]; undefined for the other methods
+  std::vector<std::pair<std::string, at::Tensor>> outputs;
+  at::Tensor output(const std::string& name) const;  // undefined when the graph has no such output
 };
 
 class Explainer {
@@ -47,7 +51,7 @@ class Explainer {
   Explainer(Explainer&&) noexcept;
   Explainer& operator=(Explainer&&) noexcept;
 
-  // Saliency of `image` (float32 [N,3,H,W] matching input_size(), or one [3,H,W] image; finite) for
+  // Saliency of `image` (float32 [N,C,H,W] matching input_shape(), or one [C,H,W] image; finite) for
   // `target` (int64 [N], or one value for all images; a negative value or no target explains each image's
   // top class). Throws salrt::Error on bad inputs. Safe to call from several threads at once.
   Explanation explain(const at::Tensor& image, std::optional<at::Tensor> target = std::nullopt) const;
@@ -57,6 +61,8 @@ class Explainer {
   const std::string& method() const;                  // "saliency", "smoothgrad", "integrated_gradients", ...
   const std::vector<std::string>& categories() const;  // class names, index = class id
   std::array<int64_t, 2> input_size() const;          // {H, W}
+  std::array<int64_t, 3> input_shape() const;         // {C, H, W} of one image
+  const std::vector<std::string>& output_names() const;  // the graph's outputs, in order
   const std::string& artifact_dir() const;
 
  private:
@@ -67,6 +73,8 @@ class Explainer {
 // The backends this library runs, and the artifact format version it reads.
 inline constexpr const char* kBackends[] = {"aoti", "aoti_n1", "torchscript"};
 inline constexpr int kFormatVersion = 1;
+// The outputs every artifact's graph returns (salrt/graph/io.py's BASE_OUTPUTS); methods may add others.
+inline constexpr const char* kRequiredOutputs[] = {"logits", "used_target", "saliency", "grad"};
 
 // Lower-case hex SHA-256 of a file (throws salrt::Error if it cannot be read).
 std::string sha256_file(const std::string& path);
