@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -66,6 +67,54 @@ def _method_options(command):
     return with_method
 
 
+def _size(text: str):
+    """"224" -> 224; "128x96" -> (128, 96) (height x width)."""
+    try:
+        parts = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise click.BadParameter(f"expected N or HxW, got {text!r}")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _model_options(command):
+    """What a model source does not say, or says wrongly for the user's model (salrt.models): the command
+    receives ``model_options``, the keyword arguments of ``salrt.export`` / ``salrt.load`` for a model."""
+    from .models.spec import INTERPOLATIONS
+    options = [
+        click.option("--classes", "categories", default=None, metavar="FILE",
+                     help="class names: one per line, or JSON (a list or {index: name}); 'imagenet' for ImageNet's "
+                          "1000 [default: the source's; a custom model: class 0, class 1, ...]"),
+        click.option("--channels", type=int, default=None, help="input channels [default: the model's]"),
+        click.option("--image-size", default=None, metavar="N|HxW",
+                     help="input size fixed in the graph [default: the model's crop size]"),
+        click.option("--mean", default=None, metavar="M[,M...]", help="normalization mean per channel"),
+        click.option("--std", default=None, metavar="S[,S...]", help="normalization std per channel"),
+        click.option("--resize", default=None, metavar="N|HxW", help="resize: N the short side, HxW exactly"),
+        click.option("--crop", default=None, metavar="N|HxW", help="center crop (the model's input size)"),
+        click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default=None),
+    ]
+
+    @functools.wraps(command)
+    def with_model(*args, categories, channels, image_size, mean, std, resize, crop, interpolation, **kwargs):
+        fields = {"mean": mean and _floats(mean), "std": std and _floats(std), "resize": resize and _size(resize),
+                  "crop": crop and _size(crop), "interpolation": interpolation}
+        chosen = {"categories": categories, "channels": channels, "image_size": image_size and _size(image_size),
+                  "preprocessing": {k: v for k, v in fields.items() if v is not None} or None}
+        return command(*args, model_options={k: v for k, v in chosen.items() if v is not None}, **kwargs)
+    for option in reversed(options):
+        with_model = option(with_model)
+    return with_model
+
+
 _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, type=click.Choice(BACKENDS),
                                help="auto: the fastest format the artifact holds for the device")
 
@@ -75,8 +124,8 @@ _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, typ
 @click.option("--weights", default="default", show_default=True, help="default (pretrained) | random | PATH")
 @click.option("--format", "formats", default="torchscript", show_default=True,
               help=f"comma-separated: {', '.join(FORMATS)}")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="default: ./MODEL")
-@click.option("--image-size", type=int, default=None, help="input H=W (default: the model's crop size)")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="default: ./MODEL (the part after the last ':' or '/')")
 @click.option("--triton-max-batch", "max_batch", type=int, default=REPOSITORY_DEFAULTS["max_batch"],
               show_default=True, help="triton: max_batch_size, the largest batch dynamic batching forms")
 @click.option("--triton-max-queue-delay-ms", "max_queue_delay_ms", type=float,
@@ -87,16 +136,20 @@ _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, typ
 @click.option("--triton-instances", "instances", type=int, default=REPOSITORY_DEFAULTS["instances"],
               show_default=True, help="triton: model instances (per GPU, for gpu)")
 @_method_options
-def export(model, weights, formats, out_dir, image_size, method, **triton):
+@_model_options
+def export(model, weights, formats, out_dir, method, model_options, **triton):
     """Export MODEL's forward + input-gradient + saliency graph.
+
+    MODEL is a torchvision name (resnet50), efficientnet_lite0, timm:NAME, hf:PATH_OR_ID (a save_pretrained
+    directory or a hub id) or package.module:attribute (an nn.Module, or a class or function making one).
 
     --format triton also writes triton/: a model repository for Triton Inference Server's onnxruntime backend
     and kserve.yaml, a KServe InferenceService for it.
     """
     from .artifact import export as export_model
-    out_dir = out_dir or Path(model)
-    written = export_model(model, out_dir, formats=formats, weights=weights, image_size=image_size,
-                           progress=_progress, triton=triton, **({"method": method} if method else {}))
+    out_dir = out_dir or Path(re.split(r"[:/]", model.rstrip("/"))[-1])
+    written = export_model(model, out_dir, formats=formats, weights=weights, progress=_progress, triton=triton,
+                           **({"method": method} if method else {}), **model_options)
     click.echo(f"wrote {written}/ ({', '.join(sorted(p.name for p in written.iterdir()))})")
 
 
@@ -112,7 +165,8 @@ def export(model, weights, formats, out_dir, image_size, method, **triton):
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="explain on a `salrt serve` server; SOURCE is then the served model's name")
 @_method_options
-def explain(source, images, target, out_dir, backend, device, weights, batch_size, server, method):
+@_model_options
+def explain(source, images, target, out_dir, backend, device, weights, batch_size, server, method, model_options):
     """Explain IMAGES with SOURCE: writes NAME_saliency.png and NAME_overlay.png per image and prints the
     top-5 classes.
 
@@ -131,7 +185,7 @@ def explain(source, images, target, out_dir, backend, device, weights, batch_siz
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
     explain_files(source, list(images), out_dir, target=target, backend=backend, device=device, weights=weights,
-                  batch_size=batch_size, output=click.echo, server=server, method=method)
+                  batch_size=batch_size, output=click.echo, server=server, method=method, **model_options)
 
 
 @main.command()

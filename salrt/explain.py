@@ -28,10 +28,11 @@ def _writable(out_dir: Path) -> Path:
 def explain_files(source: str, paths: list[Path], out_dir: Path, target: Optional[int] = None,
                   backend: str = AUTO, device: str = "cpu", weights: str = "default", batch_size: int = 8,
                   output: Callable[[str], None] = print, server: Optional[str] = None,
-                  method: Optional[Method] = None) -> list[Path]:
+                  method: Optional[Method] = None, **model_options) -> list[Path]:
     """Writes NAME_saliency.png and NAME_overlay.png for each image and passes each image's top-5 line to
     ``output``; returns the files written. With ``server`` (host:port of ``salrt serve``), ``source`` is the
-    served model's name and the server computes the maps from the encoded files.
+    served model's name and the server computes the maps from the encoded files. ``model_options``: for a
+    model source, as ``salrt.load`` takes them (categories, preprocessing, channels, image_size).
 
     Every image is read before anything is computed or written, so a bad file fails the run up front.
     """
@@ -42,7 +43,7 @@ def explain_files(source: str, paths: list[Path], out_dir: Path, target: Optiona
         remote = RemoteExplainer(server, source)
         explain, preprocessing = lambda rows: remote.explain(encoded[rows], target), remote.preprocessing
     else:
-        explainer = load(source, backend=backend, device=device, weights=weights, method=method)
+        explainer = load(source, backend=backend, device=device, weights=weights, method=method, **model_options)
         explain, preprocessing = lambda rows: explainer.explain(images[rows], target=target), explainer.preprocessing
     _writable(out_dir)
     written = []

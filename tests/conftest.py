@@ -125,3 +125,30 @@ def ig_artifact(tmp_path_factory):
                              method=salrt.Method(**IG_IN_PARTS))
     assert salrt.load(directory).manifest["images_per_call"] == 2
     return directory
+
+
+GRAY_CLASSES = ["normal", "nodule", "effusion", "fracture", "other"]
+GRAY_SHAPE = (1, 48, 64)  # one channel, not square
+
+
+def gray_classifier() -> torch.nn.Module:
+    """A 5-class grayscale classifier of the user's own (conv, batch norm with randomized statistics, ReLU,
+    max-pool, linear head), in eval mode."""
+    torch.manual_seed(5)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                              torch.nn.MaxPool2d(2), torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 5))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        net[1].running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def gray_artifact(tmp_path_factory):
+    """gray_classifier exported with its class names and preprocessing, at 48x64, to every format the C++
+    runtime and the server run (aoti_n1: the single-image flag comes from the manifest)."""
+    import salrt
+    return salrt.export(gray_classifier(), tmp_path_factory.mktemp("gray") / "xray",
+                        formats=("onnx", "torchscript", "aoti_n1"), image_size=GRAY_SHAPE[1:],
+                        categories=GRAY_CLASSES, preprocessing={"mean": (0.5,), "std": (0.25,)})

@@ -14,7 +14,7 @@ import torch
 import salrt
 from salrt.errors import SalrtError
 
-from conftest import relative_l2
+from conftest import GRAY_SHAPE, relative_l2
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "build" / "cpp" / "salrt_explain"
@@ -93,6 +93,22 @@ def test_runs_integrated_gradients_in_parts_with_delta(binary, ig_artifact, tmp_
         assert relative_l2(actual, reference) <= 1e-5
     assert attribution.abs().amax() > 0 and delta.shape == (3,)
     assert torch.allclose(delta, expected.delta, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torchscript", "aoti_n1"])
+def test_follows_the_manifest_of_a_grayscale_non_square_model(binary, gray_artifact, tmp_path, backend):
+    """Channels, size and outputs come from manifest.json: a [N, 1, 48, 64] model runs, aoti_n1 image by image."""
+    image = torch.randn(3, *GRAY_SHAPE, generator=torch.Generator().manual_seed(3))
+    run(binary, gray_artifact, save_input(tmp_path / "in.pt", image), tmp_path / "out.pt", "--backend", backend)
+    logits, used_target, saliency, grad = torch.load(tmp_path / "out.pt")
+    expected = salrt.load(gray_artifact, backend=backend).explain(image)
+    assert grad.shape == (3, *GRAY_SHAPE) and saliency.shape == (3, 48, 64) and logits.shape == (3, 5)
+    assert torch.equal(used_target, expected.target) and grad.abs().amax() > 0
+    for actual, reference in ((logits, expected.logits), (grad, expected.grad), (saliency, expected.saliency)):
+        assert relative_l2(actual, reference) <= 1e-5
+    done = run(binary, gray_artifact, save_input(tmp_path / "bad.pt", torch.zeros(1, 3, 48, 64)), tmp_path / "o.pt",
+               "--backend", backend, check=False)
+    assert done.returncode == 1 and "takes a float32 [N, 1, 48, 64] tensor, got float32 [1, 3, 48, 64]" in done.stderr
 
 
 def python_error(call) -> str:

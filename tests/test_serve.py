@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 import salrt
-from salrt.server import ServeOptions, TritonServer, free_ports
+from salrt.server import ServeOptions, TritonServer, free_ports, model_names
 
-from conftest import png_header, relative_l2
+from conftest import GRAY_SHAPE, png_header, relative_l2
 
 http = pytest.importorskip("tritonclient.http", reason="salrt[serve] is not installed")
 grpc = pytest.importorskip("tritonclient.grpc")
@@ -109,6 +109,25 @@ def test_image_model_matches_in_process_on_photos(server, local, photos):
     uint8 = (expected.saliency * 255).round()
     assert np.abs(result.as_numpy("saliency").astype(np.float32) - uint8.numpy()).max() <= 1
     assert result.as_numpy("saliency").max() == 255
+
+
+def test_serves_a_grayscale_non_square_model_with_its_own_classes(gray_artifact, photos):
+    """The served configs follow the manifest: image [N,1,48,64] in; photos are decoded to grayscale."""
+    local = salrt.load(gray_artifact, backend="onnxruntime")
+    image = torch.randn(2, *GRAY_SHAPE, generator=torch.Generator().manual_seed(9))
+    encoded = encoded_photos(photos)
+    with TritonServer(gray_artifact, options()) as running:
+        client = http.InferenceServerClient(running.url)
+        name = model_names(local.manifest)["tensor"]
+        shapes = {io["name"]: io["shape"] for io in client.get_model_metadata(name)["inputs"]}
+        tensor = client.infer(name, tensor_request(http, image.numpy()))
+        served = client.infer(f"{name}_image", image_request(encoded))
+        client.close()
+    assert shapes["image"] == [-1, *GRAY_SHAPE]
+    assert relative_l2(torch.from_numpy(tensor.as_numpy("grad").copy()), local.explain(image).grad) <= 1e-5
+    expected = local.explain(encoded)
+    assert served.as_numpy("saliency").shape == (3, 48, 64)
+    assert served.as_numpy("used_target").ravel().tolist() == expected.target.tolist()
 
 
 def test_concurrent_requests_are_batched_and_keep_their_own_targets(server):

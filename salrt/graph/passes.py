@@ -168,6 +168,9 @@ def polyphase_narrow_transposed_convolutions(gm: torch.fx.GraphModule) -> torch.
             out = gm.graph.call_function(aten.pixel_shuffle.default, (direct, stride[0]))
             for dim, (start, size) in enumerate(out_size, 2):
                 out = gm.graph.call_function(aten.slice.Tensor, (out, dim, start, start + size))
+            # dense, as the convolution's output was: views traced downstream of it (a max-pool's backward
+            # flattens) need it; a copy of a few channels
+            out = gm.graph.call_function(aten.clone.default, (out,), {"memory_format": torch.contiguous_format})
         conv.replace_all_uses_with(out)
         gm.graph.erase_node(conv)
     gm.graph.eliminate_dead_code()

@@ -116,7 +116,7 @@ def _finished(spec: ClassifierSpec, categories: Optional[list[str]], preprocessi
     probe = _probe(spec.name, module, recipe.input_shape)
     if not isinstance(probe, torch.Tensor):
         module = _frozen(Logits(module))
-        probe = logits_of(probe, spec.name)
+    probe = logits_of(probe, spec.name)  # or what it returned, and what is accepted
     classes = int(probe.shape[1])
     names = categories if categories is not None else spec.categories if len(spec.categories) == classes \
         else numbered_categories(classes)

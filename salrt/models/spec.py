@@ -79,12 +79,15 @@ class Preprocessing:
         return dataclasses.replace(self, crop=height if height == width else (height, width), resize=resize)
 
     def with_channels(self, channels: int) -> "Preprocessing":
-        """The recipe for ``channels`` input channels: a 3-channel mean/std becomes its average for one."""
+        """The recipe for ``channels`` input channels: a mean/std becomes its average for one channel, and one
+        value is repeated for several."""
         if channels == self.channels:
             return self
         if channels == 1:
             return dataclasses.replace(self, mean=(sum(self.mean) / len(self.mean),),
                                        std=(sum(self.std) / len(self.std),))
+        if self.channels == 1:  # one value for every channel
+            return dataclasses.replace(self, mean=self.mean * channels, std=self.std * channels)
         raise InputError(f"the model takes {channels} channels but its preprocessing has {self.channels}: give "
                          f"{channels} values of mean and std (--mean, --std)")
 
