@@ -8,8 +8,10 @@ import textwrap
 
 import numpy as np
 import pytest
+import timm  # salrt[timm] and salrt[hf] are part of `make test`: without them this file fails, it does not skip
 import torch
 import torchvision
+import transformers
 from PIL import Image
 
 import salrt
@@ -128,7 +130,6 @@ def test_anything_else_returned_is_one_clear_error():
 
 
 def test_hugging_face_vit_from_save_pretrained(tmp_path):
-    transformers = pytest.importorskip("transformers")  # salrt[hf]: make test installs it
     labels = {0: "cat", 1: "dog", 2: "fox"}
     config = transformers.ViTConfig(image_size=32, patch_size=8, num_hidden_layers=2, hidden_size=32,
                                     num_attention_heads=2, intermediate_size=64, num_labels=3, id2label=labels,
@@ -150,7 +151,6 @@ def test_hugging_face_vit_from_save_pretrained(tmp_path):
 
 
 def test_timm_models_by_name_with_their_own_preprocessing(tmp_path):
-    timm = pytest.importorskip("timm")  # salrt[timm]: make test installs it
     spec = salrt.models.load_model("timm:convnext_atto", "random", image_size=64)
     cfg = timm.create_model("convnext_atto").pretrained_cfg
     assert spec.preprocessing.interpolation == cfg["interpolation"] and spec.categories[281] == "tabby"
@@ -162,7 +162,6 @@ def test_timm_models_by_name_with_their_own_preprocessing(tmp_path):
 
 
 def test_timm_vit(tmp_path):
-    pytest.importorskip("timm")
     spec = salrt.models.load_model("timm:vit_tiny_patch16_224", "random")
     assert spec.preprocessing.mean == (0.5, 0.5, 0.5) and spec.preprocessing.resize == 248  # crop_pct 0.9
     spec = salrt.models.load_model("timm:test_vit", "random")  # timm's own small ViT, at its fixed 160 px
@@ -172,7 +171,6 @@ def test_timm_vit(tmp_path):
 
 
 def test_fine_tuned_checkpoints_build_their_own_head_and_stem(tmp_path):
-    timm = pytest.importorskip("timm")
     torch.manual_seed(4)
     tuned = timm.create_model("resnet18", num_classes=3, in_chans=1).eval()
     torch.save({"state_dict": tuned.state_dict()}, tmp_path / "tuned.pth")

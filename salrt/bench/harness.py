@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import resource
 import statistics
 import time
@@ -98,7 +99,8 @@ def exporter_fingerprint() -> str:
 
 def cached_artifact(spec: ClassifierSpec, formats: list[str], cache: Path, progress) -> Path:
     """Export once per model, weights, format set and exporter code; later runs reuse the directory."""
-    directory = cache / f"{spec.name}-{spec.weights}-{'-'.join(sorted(formats))}-{exporter_fingerprint()}"
+    key = f"{spec.name}-{spec.weights}-{'-'.join(sorted(formats))}-{exporter_fingerprint()}"
+    directory = cache / re.sub(r"[^A-Za-z0-9_.-]+", "_", key)  # timm:NAME, hf:./dir and weight paths as one name
     if not is_artifact_dir(directory):
         progress(f"exporting {spec.name} ({', '.join(formats)}) to {directory}")
         export(spec, directory, formats=formats, progress=progress)
