@@ -25,6 +25,7 @@ from .models import ClassifierSpec, Preprocessing, as_spec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+DIGEST_PREFIX = "sha256:"
 
 Progress = Callable[[str], None]
 
@@ -74,6 +75,27 @@ def _with_files(description: dict, directory: Path, details: dict) -> dict:
 
 def _size_and_sha256(path: Path) -> dict:
     return {"sha256": sha256(path), "bytes": path.stat().st_size}
+
+
+def digest(directory: Path) -> str:
+    """One digest of the whole artifact, manifest included: sha256 over "relative/path\0sha256-of-file\n"
+    lines of every file under ``directory``, in path order (the C++ runtime computes the same). Pin it where an
+    artifact is deployed: the manifest's sha256s catch corruption, not someone who can rewrite the directory."""
+    directory = Path(directory)
+    if not is_artifact_dir(directory):
+        raise ArtifactError(f"{directory} is not a salrt artifact directory (no {MANIFEST})")
+    lines = hashlib.sha256()
+    for name in sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()):
+        lines.update(f"{name}\0{sha256(directory / name)}\n".encode())  # sorted as strings, as C++ sorts them
+    return DIGEST_PREFIX + lines.hexdigest()
+
+
+def check_digest(directory: Path, expected: str) -> None:
+    """ArtifactError unless the artifact's digest is ``expected`` (checked before any of its files is loaded)."""
+    found = digest(directory)
+    if found != expected:
+        raise ArtifactError(f"{directory} does not have the digest it was pinned to ({expected}); it has {found}: "
+                            "a file was changed, added or removed since it was reviewed")
 
 
 def read_manifest(directory: Path) -> dict:

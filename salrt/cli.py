@@ -201,15 +201,16 @@ def explain(source, images, target, out_dir, backend, device, weights, batch_siz
               help="how long a request waits for others while the model is idle [default: 0 on cpu, 2 on cuda]")
 @click.option("--instances", default=1, show_default=True, help="model instances (each its own process)")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Triton's log file")
+@click.option("--digest", default=None, help="refuse an artifact whose digest (salrt info) is not this one")
 def serve(artifact_dir, host, http_port, grpc_port, metrics_port, backend, device, max_batch, max_queue_delay_ms,
-          instances, log_path):
+          instances, log_path, digest):
     """Serve ARTIFACT_DIR on Triton Inference Server (HTTP/gRPC, KServe v2 protocol) as two models: MODEL
     (preprocessed tensors in, the artifact's outputs) and MODEL_image (encoded JPEG/PNG in, uint8 saliency
     out). Blocks until Ctrl-C or SIGTERM; requests in flight finish first."""
     from .server import ServeOptions, serve as run_server
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                            backend=backend, device=device, max_batch=max_batch,
-                           max_queue_delay_ms=max_queue_delay_ms, instances=instances)
+                           max_queue_delay_ms=max_queue_delay_ms, instances=instances, digest=digest)
     sys.exit(run_server(artifact_dir, options, progress=_progress, log=log_path))
 
 
@@ -269,13 +270,15 @@ def evaluate(source, images, methods, metrics, steps, weights, backend, out_dir)
 @click.argument("artifact_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print the whole manifest as JSON")
 def info(artifact_dir, as_json):
-    """Print an artifact's manifest."""
-    from .artifact import read_manifest
+    """Print an artifact's manifest and its digest (pin it with `salrt serve --digest`, salrt.load(digest=...)
+    or salrt_explain --digest)."""
+    from .artifact import digest, read_manifest
     manifest = read_manifest(artifact_dir)
     if as_json:
         click.echo(json.dumps(manifest, indent=1))
         return
     shown = {k: v for k, v in manifest.items() if k not in ("categories", "inputs", "outputs", "files")}
+    shown["digest"] = digest(artifact_dir)
     for key, value in shown.items():
         click.echo(f"{key:16} {value}")
     click.echo(f"{'classes':16} {len(manifest['categories'])}")

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from . import ops
-from .artifact import describe, is_artifact_dir, preprocessing_of, read_manifest, verified_file
+from .artifact import check_digest, describe, is_artifact_dir, preprocessing_of, read_manifest, verified_file
 from .errors import ArtifactError, InputError
 from .formats import AUTO, BY_BACKEND, EAGER, Run, auto_routes, check_backend
 from .graph import Method, contract_of, image_shape, input_gradient, method_outputs
@@ -219,7 +219,7 @@ def checked_device(device: Union[str, torch.device]) -> torch.device:
 
 def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str = AUTO,
          device: Union[str, torch.device] = "cpu", weights: str = "default", method: Optional[Method] = None,
-         **model_options) -> Explainer:
+         digest: Optional[str] = None, **model_options) -> Explainer:
     """An explainer for a model (run eagerly in PyTorch) or an artifact directory.
 
     Args:
@@ -234,6 +234,9 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
         weights: for a model name only: "default", "random" or the path of a state dict.
         method: for a model name, the method to run (``salrt.graph.Method``; default: saliency); an artifact
             runs the method it was exported with (another one here is an InputError).
+        digest: for an artifact: the digest ``salrt info`` printed when it was reviewed; a directory whose
+            digest differs is refused before any of its files is loaded (an artifact is code: model.pt2 is a
+            shared library loaded into the process, model.pt a TorchScript program).
         model_options: for a model: ``categories``, ``preprocessing``, ``channels``, ``image_size``, as
             ``salrt.export`` takes them.
 
@@ -251,12 +254,16 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
         if backend not in (AUTO, EAGER):
             raise InputError(f"backend {backend!r} needs an artifact directory: run `salrt export {source}`, "
                              f"then load {str(source) + '/'!r}")
+        if digest is not None:
+            raise InputError("digest: for an artifact directory only (a model source is not a reviewed file)")
         spec = as_spec(source, weights, **model_options)
         manifest = describe(spec, (method or Method()).check())
         return Explainer({EAGER: lambda: _eager_run(spec.module, device, manifest)}, [(1, EAGER)], manifest, device)
     if model_options:
         raise InputError(f"{', '.join(model_options)}: for a model only; an artifact has its own")
     if Path(source).is_dir():
+        if digest is not None:
+            check_digest(Path(source), digest)
         explainer = _load_artifact(Path(source), backend, device)
         if method is not None and method.check().parameters() != Method.of(explainer.manifest).parameters():
             raise InputError(f"{source} computes {Method.of(explainer.manifest).parameters()}, not "

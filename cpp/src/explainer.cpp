@@ -102,17 +102,14 @@ std::string read_text(const std::string& path) {
 
 }  // namespace
 
-std::string sha256_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw Error("cannot read " + path + ": " + std::strerror(errno));
+namespace {
+
+// SHA-256 of what `feed` passes to its callback, block by block, in lower-case hex.
+template <typename Feed>
+std::string sha256_hex(Feed feed) {
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error("OpenSSL cannot compute SHA-256");
-  std::vector<char> block(1 << 20);
-  while (file) {
-    file.read(block.data(), static_cast<std::streamsize>(block.size()));
-    if (file.gcount() > 0) EVP_DigestUpdate(ctx.get(), block.data(), static_cast<size_t>(file.gcount()));
-  }
-  if (file.bad()) throw Error("cannot read " + path + ": " + std::strerror(errno));
+  feed([&](const char* data, size_t size) { EVP_DigestUpdate(ctx.get(), data, size); });
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int size = 0;
   EVP_DigestFinal_ex(ctx.get(), digest, &size);
@@ -123,6 +120,35 @@ std::string sha256_file(const std::string& path) {
     out += hex[digest[i] & 15];
   }
   return out;
+}
+
+}  // namespace
+
+std::string sha256_file(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw Error("cannot read " + path + ": " + std::strerror(errno));
+  std::string out = sha256_hex([&](auto update) {
+    std::vector<char> block(1 << 20);
+    while (file) {
+      file.read(block.data(), static_cast<std::streamsize>(block.size()));
+      if (file.gcount() > 0) update(block.data(), static_cast<size_t>(file.gcount()));
+    }
+  });
+  if (file.bad()) throw Error("cannot read " + path + ": " + std::strerror(errno));
+  return out;
+}
+
+std::string artifact_digest(const std::string& artifact_dir) {
+  const std::string dir = display_dir(artifact_dir);
+  if (!fs::is_regular_file(join(dir, "manifest.json")))
+    throw Error(dir + " is not a salrt artifact directory (no manifest.json)");
+  std::vector<std::string> names;
+  for (const auto& entry : fs::recursive_directory_iterator(dir))
+    if (fs::is_regular_file(entry.path())) names.push_back(fs::relative(entry.path(), dir).generic_string());
+  std::sort(names.begin(), names.end());  // bytewise: Python sorts the same names as strings
+  std::string lines;
+  for (const auto& name : names) lines += name + '\0' + sha256_file(join(dir, name)) + '\n';
+  return "sha256:" + sha256_hex([&](auto update) { update(lines.data(), lines.size()); });
 }
 
 struct Explainer::Impl {
@@ -202,7 +228,8 @@ std::string Explainer::Impl::verified_file() {
   return path;
 }
 
-Explainer::Explainer(const std::string& artifact_dir, const std::string& backend, size_t aoti_runners)
+Explainer::Explainer(const std::string& artifact_dir, const std::string& backend, size_t aoti_runners,
+                     const std::string& digest)
     : impl_(std::make_unique<Impl>()) {
   bool known = false;
   for (const char* b : kBackends) known = known || backend == b;
@@ -210,6 +237,12 @@ Explainer::Explainer(const std::string& artifact_dir, const std::string& backend
   if (aoti_runners == 0) throw Error("aoti_runners must be 1 or more");
   impl_->dir = display_dir(artifact_dir);
   impl_->backend = backend;
+  if (!digest.empty()) {
+    const std::string found = artifact_digest(artifact_dir);
+    if (found != digest)
+      throw Error(impl_->dir + " does not have the digest it was pinned to (" + digest + "); it has " + found +
+                  ": a file was changed, added or removed since it was reviewed");
+  }
   impl_->read_manifest();
   std::string path = impl_->verified_file();
   if (backend.starts_with("aoti")) {

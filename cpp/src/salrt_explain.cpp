@@ -24,6 +24,7 @@ namespace {
 
 const char* kUsage =
     "usage: salrt_explain ARTIFACT_DIR INPUT OUTPUT [--backend aoti|aoti_n1|torchscript] [--repeat R] [--threads T]\n"
+    "                     [--digest sha256:...]\n"
     "\n"
     "Explains a batch with a salrt artifact directory (written by `salrt export ... --format aoti,aoti_n1,torchscript`).\n"
     "\n"
@@ -36,6 +37,7 @@ const char* kUsage =
     "                     or torchscript (model.pt)\n"
     "  --repeat R         after 3 warm-up runs, time R runs and print their p50 and p99 latency in ms\n"
     "  --threads T        intra-op threads (at::set_num_threads; default: torch's default)\n"
+    "  --digest D         refuse the directory unless its digest (salrt info) is D, before loading any file\n"
     "  -h, --help         print this help\n"
     "\n"
     "Errors print one line `error: <message>` on stderr and exit with status 1.\n";
@@ -123,7 +125,7 @@ double median(std::vector<double> values) {
 
 int run(int argc, char** argv) {
   std::vector<std::string> positional;
-  std::string backend = "aoti";
+  std::string backend = "aoti", digest;
   long repeat = 0, threads = 0;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -137,13 +139,14 @@ int run(int argc, char** argv) {
       if (eq != std::string::npos) {
         name = arg.substr(0, eq);
         value = arg.substr(eq + 1);
-      } else if (name == "--backend" || name == "--repeat" || name == "--threads") {
+      } else if (name == "--backend" || name == "--repeat" || name == "--threads" || name == "--digest") {
         if (i + 1 >= argc) throw salrt::Error(name + " needs a value (see --help)");
         value = argv[++i];
       }
       if (name == "--backend") backend = value;
       else if (name == "--repeat") repeat = positive_int(name, value);
       else if (name == "--threads") threads = positive_int(name, value);
+      else if (name == "--digest") digest = value;
       else throw salrt::Error("unknown option " + name + " (see --help)");
       continue;
     }
@@ -155,7 +158,7 @@ int run(int argc, char** argv) {
   const std::string &dir = positional[0], &input = positional[1], &output = positional[2];
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
 
-  salrt::Explainer explainer(dir, backend);
+  salrt::Explainer explainer(dir, backend, 1, digest);
   Batch batch = read_input(input);
   salrt::Explanation result = explainer.explain(batch.image, batch.target);
   if (repeat > 0) {

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..artifact import check_digest
 from ..errors import InputError, SalrtError
 from ..formats import AUTO, check_backend
 from ..runtime import checked_device
@@ -45,6 +46,7 @@ class ServeOptions:
     max_queue_delay_ms: Optional[float] = None  # None: QUEUE_DELAY_MS of the device
     instances: int = 1
     exit_timeout_s: int = 30  # in-flight requests get this long to finish after SIGINT/SIGTERM
+    digest: Optional[str] = None  # `salrt info`'s digest of the reviewed artifact: any other is refused
 
     def check(self) -> "ServeOptions":
         """The options with defaults resolved, or InputError."""
@@ -71,11 +73,13 @@ class TritonServer:
         self.log = Path(log) if log else self.workspace / "triton.log"
         self.process: Optional[subprocess.Popen] = None
         try:
+            if options.digest is not None:  # here, before Triton starts, and again as each model loads it
+                check_digest(self.artifact, options.digest)
             _link_python_backend(self.workspace / "backends" / "python")
             self.models = write_repository(
                 self.artifact, self.workspace / "models", backend=options.backend, device=options.device,
                 max_batch=options.max_batch, max_queue_delay_us=round(options.max_queue_delay_ms * 1000),
-                instances=options.instances)
+                instances=options.instances, digest=options.digest)
         except BaseException:
             shutil.rmtree(self.workspace, ignore_errors=True)
             raise

@@ -8,6 +8,7 @@ import re
 import site
 import sys
 from pathlib import Path
+from typing import Optional
 
 from ..artifact import read_manifest
 from ..errors import ArtifactError, InputError
@@ -51,7 +52,7 @@ def _contracts(manifest: dict) -> dict[str, tuple[list[dict], list[dict]]]:
 
 
 def write_repository(artifact: Path, root: Path, *, backend: str, device: str, max_batch: int,
-                     max_queue_delay_us: int, instances: int) -> dict[str, str]:
+                     max_queue_delay_us: int, instances: int, digest: Optional[str] = None) -> dict[str, str]:
     """Writes both models under ``root`` and returns {kind: model name}."""
     artifact = Path(artifact).absolute()
     manifest = read_manifest(artifact)
@@ -62,7 +63,7 @@ def write_repository(artifact: Path, root: Path, *, backend: str, device: str, m
     for kind, (inputs, outputs) in _contracts(manifest).items():
         directory = root / names[kind]
         (directory / "1").mkdir(parents=True)
-        parameters = {"kind": kind, "artifact": artifact, "backend": backend, "device": device,
+        parameters = {"kind": kind, "artifact": artifact, "backend": backend, "device": device, "digest": digest or "",
                       "preprocessing": json.dumps(manifest["preprocessing"]),
                       "categories": json.dumps(manifest["categories"])}
         write_config(model_config(names[kind], inputs, outputs, backend="python", max_batch=max_batch,

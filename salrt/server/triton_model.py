@@ -29,7 +29,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
         self.kind = parameters["kind"]
-        self.explainer = load(parameters["artifact"], backend=parameters["backend"], device=parameters["device"])
+        self.explainer = load(parameters["artifact"], backend=parameters["backend"], device=parameters["device"],
+                              digest=parameters.get("digest") or None)
         self.output_names = [output["name"] for output in config["output"]]
 
     def execute(self, requests: list) -> list:

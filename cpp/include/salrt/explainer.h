@@ -45,8 +45,10 @@ class Explainer {
   // frozen single-image package: the fastest on CPU; a batch runs one image at a time) or "torchscript".
   // aoti_runners: model instances the AOTI package holds; calls from several threads run concurrently on
   // up to this many instances and queue for one otherwise (ignored for torchscript).
+  // digest: when not empty, the artifact's digest (`salrt info`, artifact_digest below) must be this one,
+  // checked before any file is loaded: an artifact is code (model.pt2 holds a shared library).
   explicit Explainer(const std::string& artifact_dir, const std::string& backend = "aoti",
-                     size_t aoti_runners = 1);
+                     size_t aoti_runners = 1, const std::string& digest = "");
   ~Explainer();
   Explainer(Explainer&&) noexcept;
   Explainer& operator=(Explainer&&) noexcept;
@@ -78,5 +80,9 @@ inline constexpr const char* kRequiredOutputs[] = {"logits", "used_target", "sal
 
 // Lower-case hex SHA-256 of a file (throws salrt::Error if it cannot be read).
 std::string sha256_file(const std::string& path);
+
+// "sha256:" + the SHA-256 of "relative/path\0<sha256 of the file>\n" over every file of the directory in path
+// order: the digest Python's salrt.artifact.digest computes.
+std::string artifact_digest(const std::string& artifact_dir);
 
 }  // namespace salrt
