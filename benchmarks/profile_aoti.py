@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     spec = load_model(args.model, "random")
     size = spec.preprocessing.crop
-    program = exported_program(build_saliency_graph(spec.module, size), [size, size], batch=1)
+    program = exported_program(build_saliency_graph(spec.module, spec.input_shape), spec.input_shape, batch=1)
     package = Path(tempfile.mkdtemp()) / "profiled_n1.pt2"
     with torch._inductor.config.patch(**{"cpp.enable_kernel_profile": True}):
         _torch.aoti_compile(program, str(package), freeze=True)

@@ -13,6 +13,9 @@ import click
 from .errors import SalrtError
 from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
 from .formats.triton import INSTANCE_KINDS, REPOSITORY_DEFAULTS
+from .server.process import QUEUE_DELAY_MS, ServeOptions
+
+_SERVE = ServeOptions()  # salrt serve's defaults: stated once, in ServeOptions
 
 
 class _Cli(click.Group):
@@ -190,24 +193,27 @@ def explain(source, images, target, out_dir, backend, device, weights, batch_siz
 
 @main.command()
 @click.argument("artifact_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (0.0.0.0: every interface)")
-@click.option("--http-port", default=8000, show_default=True)
-@click.option("--grpc-port", default=8001, show_default=True)
-@click.option("--metrics-port", default=8002, show_default=True, help="Prometheus metrics")
-@_BACKEND_OPTION
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--max-batch", default=16, show_default=True, help="the most rows Triton's dynamic batcher joins")
-@click.option("--max-queue-delay-ms", type=float, default=None,
-              help="how long a request waits for others while the model is idle [default: 0 on cpu, 2 on cuda]")
-@click.option("--instances", default=1, show_default=True, help="model instances (each its own process)")
+@click.option("--host", default=_SERVE.host, show_default=True, help="address to bind (0.0.0.0: every interface)")
+@click.option("--http-port", default=_SERVE.http_port, show_default=True)
+@click.option("--grpc-port", default=_SERVE.grpc_port, show_default=True)
+@click.option("--metrics-port", default=_SERVE.metrics_port, show_default=True, help="Prometheus metrics")
+@click.option("--backend", default=_SERVE.backend, show_default=True, type=click.Choice(BACKENDS),
+              help="auto: the fastest format the artifact holds for the device")
+@click.option("--device", default=_SERVE.device, show_default=True)
+@click.option("--max-batch", default=_SERVE.max_batch, show_default=True,
+              help="the most rows Triton's dynamic batcher joins")
+@click.option("--max-queue-delay-ms", type=float, default=_SERVE.max_queue_delay_ms,
+              help="how long a request waits for others while the model is idle [default: "
+                   f"{', '.join(f'{ms:g} on {device}' for device, ms in QUEUE_DELAY_MS.items())}]")
+@click.option("--instances", default=_SERVE.instances, show_default=True, help="model instances (each its own process)")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Triton's log file")
-@click.option("--digest", default=None, help="refuse an artifact whose digest (salrt info) is not this one")
+@click.option("--digest", default=_SERVE.digest, help="refuse an artifact whose digest (salrt info) is not this one")
 def serve(artifact_dir, host, http_port, grpc_port, metrics_port, backend, device, max_batch, max_queue_delay_ms,
           instances, log_path, digest):
     """Serve ARTIFACT_DIR on Triton Inference Server (HTTP/gRPC, KServe v2 protocol) as two models: MODEL
     (preprocessed tensors in, the artifact's outputs) and MODEL_image (encoded JPEG/PNG in, uint8 saliency
     out). Blocks until Ctrl-C or SIGTERM; requests in flight finish first."""
-    from .server import ServeOptions, serve as run_server
+    from .server import serve as run_server
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                            backend=backend, device=device, max_batch=max_batch,
                            max_queue_delay_ms=max_queue_delay_ms, instances=instances, digest=digest)

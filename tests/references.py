@@ -43,7 +43,7 @@ def captum_reference(method: Method, model: torch.nn.Module, image: torch.Tensor
         return InputXGradient(model64).attribute(x, target=target), None
     if method.name == "saliency":
         return Saliency(model64).attribute(x, target=target, abs=False), None
-    noise = smoothgrad_noise(method.seed, method.samples, x.shape[-1]).double()
+    noise = smoothgrad_noise(method.seed, method.samples, x.shape[1:]).double()
     rows = []
     for i in range(len(x)):  # Captum takes one std per call: the noise scale is per image here
         sigma = method.noise * float(x[i].max() - x[i].min())

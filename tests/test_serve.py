@@ -131,6 +131,19 @@ def test_serves_a_grayscale_non_square_model_with_its_own_classes(gray_artifact,
     assert served.as_numpy("used_target").ravel().tolist() == expected.target.tolist()
 
 
+@pytest.mark.parametrize("protocol", [http, grpc], ids=["http", "grpc"])
+def test_a_request_gets_only_the_outputs_it_names(server, local, protocol):
+    image = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(12))
+    client = protocol.InferenceServerClient(server.url if protocol is http else f"127.0.0.1:{server.options.grpc_port}")
+    result = client.infer("resnet18", tensor_request(protocol, image.numpy()),
+                          outputs=[protocol.InferRequestedOutput("saliency")])
+    client.close()
+    response = result.get_response(as_json=True) if protocol is grpc else result.get_response()
+    assert [output["name"] for output in response["outputs"]] == ["saliency"]
+    assert result.as_numpy("grad") is None
+    assert relative_l2(torch.from_numpy(result.as_numpy("saliency").copy()), local.explain(image).saliency) <= 1e-5
+
+
 def test_concurrent_requests_are_batched_and_keep_their_own_targets(server):
     client_statistics = http.InferenceServerClient(server.url)
     before = client_statistics.get_inference_statistics("resnet18")["model_stats"][0]

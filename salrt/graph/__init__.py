@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 
 from .decompositions import backward_as_forward_ops, forward_rewrites
-from .io import INPUTS, OUTPUTS, contract, contract_of, image_shape
+from .io import INPUTS, OUTPUTS, as_image_shape, contract, contract_of, image_shape
 from .methods import METHODS, Method, method_outputs
 from .passes import (check_no_backward_ops, direct_input_gradient_convolutions, drop_no_op_restrides, fold_batch_norms,
                      polyphase_narrow_transposed_convolutions)
@@ -35,6 +35,7 @@ def build_saliency_graph(model: torch.nn.Module, image_shape: Sequence[int], met
     """The joint forward + input-gradient + saliency graph of ``model`` for [N, C, H, W] inputs of
     ``image_shape`` (C, H, W), computing ``method`` (``mean``/``std``: the model's normalization, for the
     black IG baseline; default 0 and 1 per channel)."""
+    image_shape = as_image_shape(image_shape)
     forward = fold_batch_norms(drop_no_op_restrides(trace_forward(model, image_shape)))
     joint = trace_with_constant_weights(forward, method_outputs(method, image_shape, mean, std),
                                         example_inputs(image_shape), backward_as_forward_ops())

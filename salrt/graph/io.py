@@ -62,6 +62,14 @@ def contract_of(manifest: dict) -> dict:
     return {"inputs": concrete(manifest["inputs"]), "outputs": concrete(manifest["outputs"])}
 
 
+def as_image_shape(shape) -> tuple[int, int, int]:
+    """(C, H, W) from (C, H, W), (H, W) or an int (the sizes of salrt < 0.2's square RGB-only API: 3 channels)."""
+    if isinstance(shape, int):
+        return (3, shape, shape)
+    shape = tuple(int(size) for size in shape)
+    return (3, *shape) if len(shape) == 2 else shape
+
+
 def names(entries: list[dict]) -> list[str]:
     return [io["name"] for io in entries]
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .io import BASE_OUTPUTS
+from .io import BASE_OUTPUTS, as_image_shape
 from .saliency import input_gradient, saliency_from_grad
 
 SAMPLING = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -74,11 +74,12 @@ class Method:
         return {"name": self.name, **{key: getattr(self, key) for key in keys}}
 
     def chunk_for(self, image_shape: Sequence[int]) -> int:
-        return min(self.count, self.chunk or _default_chunk(image_shape))
+        return min(self.count, self.chunk or _default_chunk(as_image_shape(image_shape)))
 
     def images_per_call(self, image_shape: Sequence[int]) -> int:
         """0 (no limit) with one gradient per image; else how many images one graph call takes so that a step
         holds about the default chunk's samples (memory follows images x chunk: the runtime splits batches)."""
+        image_shape = as_image_shape(image_shape)
         return max(1, _default_chunk(image_shape) // self.chunk_for(image_shape)) if self.count > 1 else 0
 
     @classmethod
@@ -114,7 +115,7 @@ def ig_points(ig_method: str, steps: int) -> tuple[list[float], list[float]]:
 
 def smoothgrad_noise(seed: int, samples: int, image_shape: Sequence[int]) -> torch.Tensor:
     """The standard normal noise [samples, C, H, W] a seed stands for (scaled per image in the graph)."""
-    return torch.randn(samples, *image_shape, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(samples, *as_image_shape(image_shape), generator=torch.Generator().manual_seed(seed))
 
 
 def baseline_image(baseline: str, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -141,7 +142,7 @@ def method_outputs(method: Method, image_shape: Sequence[int], mean: Optional[Se
     """``fn(forward, image, target)`` computing ``method``'s outputs for [N, *image_shape] images (see the
     module's docstring); ``mean``/``std``: the model's normalization (default 0 and 1 per channel)."""
     method = method.check()
-    image_shape = tuple(int(size) for size in image_shape)
+    image_shape = as_image_shape(image_shape)
     channels = image_shape[0]
     mean, std = mean or (0.0,) * channels, std or (1.0,) * channels
     chunk = method.chunk_for(image_shape)

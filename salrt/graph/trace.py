@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 import torch
 
 from .. import _torch
+from .io import as_image_shape
 
 TRACE_BATCH = 2  # sizes 0 and 1 would be specialized by the tracer
 
@@ -50,7 +51,7 @@ def exported_program(graph: torch.fx.GraphModule, image_shape: Sequence[int], ba
     """The graph as a torch.export program (what the ONNX and AOTI writers take) for [N, *image_shape] images:
     with a dynamic batch, or specialized to a fixed ``batch`` size."""
     n = batch or TRACE_BATCH
-    image = torch.zeros(n, *image_shape)
+    image = torch.zeros(n, *as_image_shape(image_shape))
     target = torch.full((n,), -1, dtype=torch.int64)
     if batch is not None:
         return torch.export.export(graph, (image, target))

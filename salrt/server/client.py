@@ -12,6 +12,9 @@ from ..models import Preprocessing
 from ..runtime import Explanation
 
 
+_OUTPUTS = ("logits", "used_target", "saliency")  # what explain() returns; the server sends nothing else
+
+
 class RemoteExplainer:
     """Explains encoded photos on a ``salrt serve`` server through its ``<model>_image`` model."""
 
@@ -36,7 +39,8 @@ class RemoteExplainer:
         if target is not None:
             inputs.append(self._http.InferInput("target", [len(images), 1], "INT64"))
             inputs[1].set_data_from_numpy(np.full((len(images), 1), target, dtype=np.int64))
-        result = self._call(lambda: self._client.infer(self.model, inputs))
+        wanted = [self._http.InferRequestedOutput(name, binary_data=True) for name in _OUTPUTS]  # no more
+        result = self._call(lambda: self._client.infer(self.model, inputs, outputs=wanted))
         outputs = {"logits": torch.from_numpy(result.as_numpy("logits")),
                    "used_target": torch.from_numpy(result.as_numpy("used_target").reshape(-1)),
                    "saliency": torch.from_numpy(result.as_numpy("saliency")).float() / 255}

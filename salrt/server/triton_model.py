@@ -35,13 +35,19 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         checked = [self._checked(request) for request in requests]
-        good = [inputs for inputs in checked if not isinstance(inputs, Exception)]
+        good = [(inputs, self._wanted(request)) for request, inputs in zip(requests, checked)
+                if not isinstance(inputs, Exception)]
         try:
             rows = iter(self._explain_rows(good) if good else ())
         except Exception as err:  # not one request's fault: each request of this batch gets the reason
             return [_error_response(inputs if isinstance(inputs, Exception) else err) for inputs in checked]
-        return [_error_response(inputs) if isinstance(inputs, Exception) else self._response(next(rows))
+        return [_error_response(inputs) if isinstance(inputs, Exception) else _response(next(rows))
                 for inputs in checked]
+
+    def _wanted(self, request) -> list[str]:
+        """The outputs a request asked for (KServe v2 ``outputs``), in the model's order; all when it names none."""
+        asked = set(request.requested_output_names() or ())
+        return [name for name in self.output_names if name in asked] or list(self.output_names)
 
     def _checked(self, request):
         """(batch, targets) of one request, checked as ``Explainer.explain`` checks them; or the InputError."""
@@ -59,21 +65,22 @@ class TritonPythonModel:
         except SalrtError as err:
             return err
 
-    def _explain_rows(self, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[dict]:
-        """One dict of numpy outputs per request: the requests run as one batch, split back by row counts."""
-        batch = torch.cat([images for images, _ in inputs])
-        targets = torch.cat([target for _, target in inputs])
+    def _explain_rows(self, requests: list[tuple[tuple[torch.Tensor, torch.Tensor], list[str]]]) -> list[dict]:
+        """One dict of numpy outputs per request, only those it asked for: the requests run as one batch, split
+        back by row counts (an output nobody asked for, e.g. grad, is neither converted nor copied)."""
+        batch = torch.cat([images for (images, _), _ in requests])
+        targets = torch.cat([target for (_, target), _ in requests])
         produced = self.explainer.explain(batch, targets).outputs
-        if self.kind == IMAGE:
+        wanted = {name for _, names in requests for name in names}
+        if self.kind == IMAGE and "saliency" in wanted:
             produced = {**produced, "saliency": _as_uint8(produced["saliency"])}
-        outputs = {name: produced[name] for name in self.output_names}
-        counts = [len(images) for images, _ in inputs]
-        return [{name: part.cpu().numpy() for name, part in zip(outputs, parts)}
-                for parts in zip(*(outputs[name].split(counts) for name in outputs))]
+        parts = {name: produced[name].split([len(images) for (images, _), _ in requests]) for name in wanted}
+        return [{name: parts[name][row].cpu().numpy() for name in names} for row, (_, names) in enumerate(requests)]
 
-    def _response(self, row: dict):
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(row[name])) for name in self.output_names])
+
+def _response(row: dict):
+    return pb_utils.InferenceResponse(
+        output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in row.items()])
 
 
 def _as_uint8(saliency: torch.Tensor) -> torch.Tensor:
