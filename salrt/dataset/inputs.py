@@ -122,8 +122,8 @@ def _images_under(directory: Path, skip: Optional[Path]) -> list[Path]:
     files = []
     for folder, subfolders, names in os.walk(directory):
         subfolders[:] = sorted(d for d in subfolders if not _under(Path(folder) / d, skip))
-        files += [Path(folder) / name for name in sorted(names) if _is_image_name(Path(name))]
-    return files
+        files += [Path(folder) / name for name in names if _is_image_name(Path(name))]
+    return sorted(files, key=lambda file: file.parts)  # a/b/x.jpg before a/c.jpg: the order of the paths
 
 
 def _is_image_name(path: Path) -> bool:

@@ -66,8 +66,8 @@ class ImageFiles(Dataset):
         position = self.positions[i]
         path = self.paths[position]
         try:
-            stat = os.stat(path)
             data = read_file(path)
+            stat = os.stat(path)
             picture = decode(io.BytesIO(data), str(path))
         except (InputError, OSError) as err:
             return Loaded(position, error=str(err) if isinstance(err, InputError) else f"{path}: {err.strerror}")
