@@ -177,7 +177,8 @@ def _fingerprint(**settings) -> str:
 def _explain(inputs: InputSet, todo: list[int], model: _Model, journal: Journal, out_dir: Path, options: Options,
              on_error: str, workers: int, output: Callable[[str], None]) -> int:
     """Runs the model over the inputs at ``todo``; returns how many of them failed to load."""
-    files = ImageFiles([item.path for item in inputs.inputs], todo, model.preprocessing, model.needs_encoded)
+    files = ImageFiles([item.path for item in inputs.inputs], todo, model.preprocessing,
+                       keep_shown="png" in options.save, keep_encoded=model.needs_encoded)
     failed = 0
     bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), desc="explaining", unit="img",
                disable=len(inputs) <= 1, leave=False, smoothing=0.05)

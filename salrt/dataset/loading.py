@@ -52,12 +52,13 @@ class Batch:
 
 class ImageFiles(Dataset):
     """Image files read by position. Without ``preprocessing`` they are only decoded: a check that every
-    file is readable, before a run that must not start otherwise."""
+    file is readable, before a run that must not start otherwise. ``keep_shown``: also the crop overlays are
+    drawn on; ``keep_encoded``: also the file's bytes."""
 
     def __init__(self, paths: Sequence[Path], positions: Sequence[int], preprocessing: Optional[Preprocessing],
-                 keep_encoded: bool = False):
+                 keep_shown: bool = True, keep_encoded: bool = False):
         self.paths, self.positions = paths, positions
-        self.preprocessing, self.keep_encoded = preprocessing, keep_encoded
+        self.preprocessing, self.keep_shown, self.keep_encoded = preprocessing, keep_shown, keep_encoded
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -74,7 +75,8 @@ class ImageFiles(Dataset):
         loaded = Loaded(position, size=picture.size, stat=(stat.st_size, stat.st_mtime_ns))
         if self.preprocessing is not None:
             loaded.image = to_batch([picture], self.preprocessing)[0]
-            loaded.shown = torch.from_numpy(np.array(displayed_image(picture, self.preprocessing).convert("RGB")))
+            if self.keep_shown:
+                loaded.shown = torch.from_numpy(np.array(displayed_image(picture, self.preprocessing).convert("RGB")))
             loaded.encoded = data if self.keep_encoded else None
         return loaded
 
