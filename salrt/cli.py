@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
+from .dataset import DEFAULT_SAVE, ON_ERROR
+from .dataset.index import FORMATS as INDEX_FORMATS
 from .errors import SalrtError
 from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
 from .formats.triton import INSTANCE_KINDS, REPOSITORY_DEFAULTS
-from .dataset.index import FORMATS as INDEX_FORMATS
-from .explain import DEFAULT_SAVE, ON_ERROR
 
 
 class _Cli(click.Group):

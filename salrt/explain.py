@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .dataset import gallery, index
+from .dataset import DEFAULT_SAVE, ON_ERROR, SAVE_CHOICES, gallery, index
 from .dataset.inputs import InputSet, collect
 from .dataset.journal import Journal
 from .dataset.loading import Batch, ImageFiles, batches, default_workers
@@ -34,9 +34,6 @@ from .models import Preprocessing
 from .render import heatmap, overlay
 from .runtime import Explanation, load
 
-SAVE_CHOICES = ("png", "npy", "grad", "index")
-DEFAULT_SAVE = ("png", "index")
-ON_ERROR = ("fail", "continue")
 WRITES_AHEAD = 2  # batches whose files may wait for the writer thread while the model runs
 
 

@@ -244,3 +244,17 @@ def test_index_refuses_to_start_without_pyarrow(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
     with pytest.raises(InputError, match=r"results.parquet needs pyarrow: pip install 'salrt\[dataset\]'"):
         require_pyarrow()
+
+
+def test_options_that_cannot_work_are_refused_before_anything_runs(tmp_path, tree, artifact):
+    from salrt.explain import parse_save
+    assert parse_save("png, npy,png") == ("png", "npy")
+    with pytest.raises(InputError, match="--save takes a comma-separated choice of png, npy, grad, index"):
+        parse_save("png,jpeg")
+    out = tmp_path / "maps"
+    for options, message in ((Options(html=True, save=("npy",)), "--html shows the overlays: add png to --save"),
+                             (Options(server="localhost:1", save=("grad",)), "--save grad needs the attribution"),
+                             (Options(batch_size=0), "--batch-size must be at least 1")):
+        with pytest.raises(InputError, match=message):
+            explain_files(str(artifact), [tree], out, options)
+    assert not out.exists()

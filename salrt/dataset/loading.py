@@ -96,4 +96,5 @@ def batches(files: ImageFiles, batch_size: int, workers: int) -> Iterator[Batch]
 
 def default_workers() -> int:
     """One loading process per core the run may use, at most 8 (decoding past that rarely keeps up a model)."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores))
