@@ -7,7 +7,7 @@ hard-linked to as many file names as a run needs: every file is read and decoded
 
     python benchmarks/bench_dataset.py                                   # every part; docs/ and README updated
     python benchmarks/bench_dataset.py --part throughput --models resnet18 --images 200    # one part
-    python benchmarks/bench_dataset.py --part memory --images 2000 --checkpoints 200,2000
+    python benchmarks/bench_dataset.py --part memory --checkpoints 200,2000    # 2,064 photos
 
 Each part's rows replace the same rows in docs/bench-dataset.json; the README table is made from that file.
 The artifacts are ONNX exports with random weights (224 px), run by onnxruntime, cached in .salrt-bench/.
@@ -42,6 +42,9 @@ SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "imm
            "colorwheel", "camera", "brick", "grass", "clock")
 DISTINCT = 24  # distinct pictures; file names beyond that are hard links to them
 BATCH = 8
+# memory: images past the last checkpoint, so the DataLoader workers still run when it is read (they exit
+# with the last batch, and their memory with them)
+TAIL = 8 * BATCH
 
 
 def distinct_photos(directory: Path, size: tuple[int, int]) -> list[Path]:
@@ -102,6 +105,7 @@ class MemoryWatch:
 
     def __init__(self, out_dir: Path, checkpoints: list[int]):
         self.out_dir, self.checkpoints, self.at, self.peak = out_dir, checkpoints, {}, 0.0
+        self.between: list[float] = []  # PSS with workers at every sample from the first checkpoint to the last
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -125,6 +129,8 @@ class MemoryWatch:
         done = self._done()
         memory = memory_mb()
         self.peak = max(self.peak, memory["pss_with_workers_mb"])
+        if self.checkpoints and self.checkpoints[0] <= done <= self.checkpoints[-1] and memory["workers"]:
+            self.between.append(memory["pss_with_workers_mb"])
         for checkpoint in self.checkpoints:
             if done >= checkpoint and checkpoint not in self.at:
                 self.at[checkpoint] = {"images_done": done, **memory}
@@ -146,7 +152,8 @@ def pipeline(artifact: Path, images: Path, save: tuple[str, ...], checkpoints: l
         seconds = time.perf_counter() - started
     assert summary.failed == 0 and summary.explained == summary.total, summary
     return {"images": summary.total, "seconds": seconds, "images_per_s": summary.total / seconds,
-            "memory": {str(k): v for k, v in watch.at.items()}, "peak_pss_mb": watch.peak}
+            "memory": {str(k): v for k, v in watch.at.items()}, "peak_pss_mb": watch.peak,
+            "pss_between_mb": [min(watch.between), max(watch.between)] if watch.between else None}
 
 
 def in_process(artifact: Path, photos: list[Path], seconds: float = 15.0) -> float:
@@ -189,6 +196,7 @@ def memory(model: str, images: Path, checkpoints: list[int]) -> dict:
     return {"part": "memory", "model": model, "save": "index", "images": run["images"], "checkpoints": run["memory"],
             "growth_mb": last["pss_with_workers_mb"] - first["pss_with_workers_mb"],
             "rss_growth_mb": last["rss_mb"] - first["rss_mb"], "peak_pss_mb": run["peak_pss_mb"],
+            "pss_between_mb": run["pss_between_mb"],
             "pipeline_images_per_s": run["images_per_s"]}
 
 
@@ -211,9 +219,12 @@ def readme_table(report: dict) -> str:
     for row in sorted(report["rows"], key=lambda r: (r["part"], r["model"], r["size"], r["save"])):
         if row["part"] == "memory":
             points = [row["checkpoints"][c] for c in sorted(row["checkpoints"], key=int)]
-            result = (f"PSS with workers {points[0]['pss_with_workers_mb']:.0f} MB after {points[0]['images_done']:,}"
-                      f" images, {points[-1]['pss_with_workers_mb']:.0f} MB after {points[-1]['images_done']:,}: "
-                      f"**{row['growth_mb']:+.0f} MB** (main process RSS {row['rss_growth_mb']:+.0f} MB); "
+            result = (f"PSS of the process and its {points[-1]['workers']} workers "
+                      f"{points[0]['pss_with_workers_mb']:.0f} MB after {points[0]['images_done']:,} images, "
+                      f"{points[-1]['pss_with_workers_mb']:.0f} MB after {points[-1]['images_done']:,}: "
+                      f"**{row['growth_mb']:+.0f} MB** (main process RSS {points[0]['rss_mb']:.0f} -> "
+                      f"{points[-1]['rss_mb']:.0f} MB: {row['rss_growth_mb']:+.0f} MB); in between, every 0.2 s, "
+                      f"{row['pss_between_mb'][0]:.0f}-{row['pss_between_mb'][1]:.0f} MB; "
                       f"{row['pipeline_images_per_s']:.2f} img/s")
         else:
             before, after = row["in_process_images_per_s"]
@@ -230,7 +241,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", default="resnet18,resnet50", help="throughput: the models to time")
     parser.add_argument("--memory-model", default="resnet18")
     parser.add_argument("--images", type=int, default=None,
-                        help="images per run [default: 200 for throughput, the last checkpoint for memory]")
+                        help="images per run [default: 200 for throughput, the last checkpoint + 64 for memory]")
     parser.add_argument("--checkpoints", default="200,2000", help="memory: image counts to read memory at")
     parser.add_argument("--size", default="4000x3000", help="the photos' WIDTHxHEIGHT")
     parser.add_argument("--save", default="index", help="throughput: salrt explain's --save")
@@ -246,8 +257,9 @@ def main(argv=None) -> None:
         rows += [throughput(model, photos, images, save) for model in args.models.split(",")]
     if args.part in ("memory", "all"):
         checkpoints = [int(n) for n in args.checkpoints.split(",")]
-        images = dataset(photos, cache / f"dataset-{args.size}", args.images or checkpoints[-1])
-        rows.append(memory(args.memory_model, images, [c for c in checkpoints if c <= (args.images or c)]))
+        count = args.images or checkpoints[-1] + TAIL
+        images = dataset(photos, cache / f"dataset-{args.size}", count)
+        rows.append(memory(args.memory_model, images, [c for c in checkpoints if c + TAIL <= count]))
     report = merged([{**row, "size": args.size} for row in rows])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1))
