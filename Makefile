@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MAX_JOBS ?= 2
 
-.PHONY: demo test cpp bench-e2e bench-reduce wheel-check clean
+.PHONY: demo test browser cpp bench-e2e bench-reduce wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,15 @@ $(CPP_BIN): $(STAMP) $(wildcard cpp/CMakeLists.txt cpp/src/*.* cpp/include/salrt
 
 cpp: $(CPP_BIN)
 
+# tests/test_dataset.py opens the HTML gallery in a real headless browser: Debian's chromium, installed here
+# when missing (apt-get, as root or through sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
 # SALRT_REQUIRE_EXTENSION=1: importing salrt fails if the C++ extension did not build, so the suite cannot
 # pass by testing the pure-torch fallback alone.
-test: $(STAMP) $(CPP_BIN)
+test: $(STAMP) $(CPP_BIN) browser
 	SALRT_REQUIRE_EXTENSION=1 $(BIN)/python -m pytest -q
 
 bench-e2e: $(STAMP)  # every backend against the naive recipe on ResNet-50; updates README and docs/

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from .dataset import DEFAULT_SAVE, ON_ERROR
+from .dataset.index import FORMATS as INDEX_FORMATS
 from .errors import SalrtError
 from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
 from .formats.triton import INSTANCE_KINDS, REPOSITORY_DEFAULTS
@@ -159,36 +161,61 @@ def export(model, weights, formats, out_dir, method, model_options, **triton):
 @main.command()
 @click.argument("source")
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--list", "list_files", multiple=True, metavar="FILE",
+              help="a file of image paths, one per line (- reads standard input); may be repeated")
 @click.option("--target", type=int, default=None, help="class to explain (default: the top class)")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("salrt-out"), show_default=True)
 @_BACKEND_OPTION
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--weights", default="default", show_default=True, help="when SOURCE is a model name")
 @click.option("--batch-size", default=8, show_default=True)
+@click.option("--save", default=",".join(DEFAULT_SAVE), show_default=True,
+              help="comma-separated: png (heatmap + overlay), npy (float16 saliency map), grad (float32 "
+                   "attribution .npy), index (results.parquet)")
+@click.option("--index-format", type=click.Choice(INDEX_FORMATS), default="parquet", show_default=True)
+@click.option("--on-error", type=click.Choice(ON_ERROR), default=None,
+              help="an unreadable image: fail the run before any work, or continue and record it in the index "
+                   "[default: fail for files named one by one, continue for directories, globs and lists]")
+@click.option("--resume", is_flag=True, help="skip inputs whose outputs and index row an earlier run into --out "
+                                             "left complete")
+@click.option("--html", is_flag=True, help="also write index.html: a gallery of the overlays")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="processes decoding images ahead of the model [default: one per core, at most 8]")
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="explain on a `salrt serve` server; SOURCE is then the served model's name")
 @_method_options
 @_model_options
-def explain(source, images, target, out_dir, backend, device, weights, batch_size, server, method, model_options):
-    """Explain IMAGES with SOURCE: writes NAME_saliency.png and NAME_overlay.png per image and prints the
-    top-5 classes.
+def explain(source, images, list_files, target, out_dir, backend, device, weights, batch_size, save, index_format,
+            on_error, resume, html, workers, server, method, model_options):
+    """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
+
+    IMAGES are files, directories (searched recursively for images) or globs (quote them: 'photos/**/*.jpg').
+    Outputs mirror the input tree under --out (a/cat.jpg -> a/cat.jpg_saliency.png, a/cat.jpg_overlay.png);
+    files named one by one keep flat names (cat_saliency.png) and print their top-5 classes. The index,
+    results.parquet, has a row per image, with the error of any that failed; the exit code is then 2.
 
     SOURCE is a model name (run eagerly in PyTorch) or an artifact directory. A model name always means the
     model, even where a directory of that name exists: write `resnet50/` or `./resnet50` for the directory.
     With --server, SOURCE is the name `salrt serve` printed (e.g. resnet50).
     """
-    from .explain import explain_files
+    from .explain import Options, explain_files, parse_save
     from .runtime import is_model_name_and_artifact
     if server and Path(source).is_file():
         raise click.UsageError(f"with --server, give the served model's name first (salrt serve prints it): "
                                f"salrt explain MODEL --server {server} {source} ...")
-    if not images:
-        raise click.UsageError("Missing argument 'IMAGES...'.")
+    if not images and not list_files:
+        raise click.UsageError("Missing argument 'IMAGES...' (or --list FILE).")
     if not server and is_model_name_and_artifact(source):
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
-    explain_files(source, list(images), out_dir, target=target, backend=backend, device=device, weights=weights,
-                  batch_size=batch_size, output=click.echo, server=server, method=method, **model_options)
+    options = Options(target=target, backend=backend, device=device, weights=weights, batch_size=batch_size,
+                      server=server, method=method, save=parse_save(save), index_format=index_format,
+                      on_error=on_error, resume=resume, html=html, workers=workers,
+                      model_options=model_options)
+    summary = explain_files(source, list(images), out_dir, options, list_files=list_files, output=click.echo)
+    click.echo(summary.line(), err=True)
+    if summary.failed:
+        sys.exit(2)
 
 
 @main.command()

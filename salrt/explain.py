@@ -1,19 +1,141 @@
-"""Explain image files and write their heatmaps: the work behind ``salrt explain``."""
+"""Explain image files, directories and lists of them, and write maps, arrays, an index and a gallery: the
+work behind ``salrt explain``.
+
+The pipeline: the inputs are collected and their output names checked (``dataset.inputs``); DataLoader
+workers decode and preprocess them a few batches ahead (``dataset.loading``); the main thread runs the
+model; one writer thread writes each batch's files and then its rows (``dataset.journal``) while the model
+runs the next batch. At the end the index and the gallery are written from the journal.
+"""
 from __future__ import annotations
 
-import io
+import collections
+import dataclasses
+import hashlib
+import json
+import sys
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
+import torch
+from PIL import Image
 from tqdm import tqdm
 
+from .dataset import DEFAULT_SAVE, ON_ERROR, SAVE_CHOICES, gallery, index
+from .dataset.inputs import InputSet, collect
+from .dataset.journal import Journal
+from .dataset.loading import Batch, ImageFiles, batches, default_workers
+from .dataset.outputs import remove_leftover_temporaries, save_npy, save_png
 from .errors import InputError
 from .formats import AUTO
 from .graph import Method
-from .images import decode, displayed_image, read_file
+from .models import Preprocessing
 from .render import heatmap, overlay
-from .runtime import load
+from .runtime import Explanation, load
+
+WRITES_AHEAD = 2  # batches whose files may wait for the writer thread while the model runs
+
+
+@dataclasses.dataclass
+class Options:
+    """How ``explain_files`` runs; the defaults are ``salrt explain``'s."""
+    target: Optional[int] = None
+    backend: str = AUTO
+    device: str = "cpu"
+    weights: str = "default"
+    batch_size: int = 8
+    server: Optional[str] = None        # host:port of `salrt serve`: the model's name is then the source
+    method: Optional[Method] = None
+    save: Sequence[str] = DEFAULT_SAVE  # of SAVE_CHOICES
+    index_format: str = "parquet"       # or csv
+    on_error: Optional[str] = None      # fail | continue; default: fail for files named one by one
+    resume: bool = False
+    html: bool = False
+    workers: Optional[int] = None       # loading processes; default: one per core, at most 8
+    model_options: dict = dataclasses.field(default_factory=dict)  # for a model source: salrt.load's
+
+
+@dataclasses.dataclass
+class Summary:
+    total: int
+    explained: int      # this run and, with --resume, earlier runs
+    failed: int
+    resumed: int        # finished by an earlier run
+    index: Optional[Path]
+    gallery: Optional[Path]
+
+    def line(self) -> str:
+        """e.g. ``explained 9,998 of 10,000; 2 failed, see results.parquet``."""
+        text = f"explained {self.explained:,} of {self.total:,}"
+        if self.resumed:
+            text += f" ({self.resumed:,} by an earlier run)"
+        if self.failed:
+            return text + f"; {self.failed:,} failed, see " + (self.index.name if self.index else "the errors above")
+        written = [str(path) for path in (self.index, self.gallery) if path]
+        return text + (f"; wrote {', '.join(written)}" if written else "")
+
+
+def parse_save(text: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [part for part in chosen if part not in SAVE_CHOICES]
+    if unknown or not chosen:
+        raise InputError(f"--save takes a comma-separated choice of {', '.join(SAVE_CHOICES)}, got {text!r}")
+    return chosen
+
+
+def explain_files(source: str, paths: Sequence[Path], out_dir: Path, options: Options = Options(),
+                  list_files: Sequence[str] = (), output: Callable[[str], None] = print) -> Summary:
+    """Explains the images that ``paths`` (files, directories, globs) and ``list_files`` name and writes what
+    ``options.save`` asks for under ``out_dir``. Files named one by one print their top-5 line to ``output``.
+
+    Bad input is refused before anything is written: paths that do not exist, outputs two inputs would share,
+    and, with on_error "fail" (the default for files named one by one), any unreadable image. With "continue"
+    an unreadable image becomes an index row with its error and the run goes on (``Summary.failed``)."""
+    inputs = collect(paths, list_files, out_dir)
+    on_error = options.on_error or ("fail" if inputs.named_one_by_one else "continue")
+    workers = default_workers() if options.workers is None else options.workers
+    _check_options(inputs, options, on_error)
+    if on_error == "fail":
+        _refuse_unreadable(inputs, options.batch_size, workers)
+    _writable(out_dir)
+    model = _load_model(source, options)
+    remove_leftover_temporaries(out_dir)
+    journal = Journal(out_dir, model.settings, options.resume)
+    try:
+        todo = [position for position, item in enumerate(inputs.inputs)
+                if not (options.resume and journal.finished(position, item))]
+        failed = _explain(inputs, todo, model, journal, out_dir, options, on_error, workers, output)
+        summary = _finish(inputs, journal, out_dir, options, failed, resumed=len(inputs) - len(todo))
+    finally:
+        journal.close()
+    return summary
+
+
+def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise InputError(f"--on-error is one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    if options.index_format not in index.FORMATS:
+        raise InputError(f"--index-format is one of {', '.join(index.FORMATS)}, got {options.index_format!r}")
+    if options.html and "png" not in options.save:
+        raise InputError("--html shows the overlays: add png to --save")
+    if options.server and "grad" in options.save:
+        raise InputError("--save grad needs the attribution, which a server's image model does not send back")
+    if options.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
+    if "index" in options.save and options.index_format == "parquet":
+        index.require_pyarrow()
+    inputs.check_outputs_are_distinct(options.save)
+
+
+def _refuse_unreadable(inputs: InputSet, batch_size: int, workers: int) -> None:
+    """Decodes every input once, before the model loads: the first bad one is an InputError."""
+    files = ImageFiles([item.path for item in inputs.inputs], range(len(inputs)), preprocessing=None)
+    with tqdm(total=len(inputs), desc="reading", unit="img", disable=len(inputs) <= batch_size, leave=False) as bar:
+        for batch in batches(files, batch_size, workers):
+            if batch.failed:
+                raise InputError(batch.failed[0].error)
+            bar.update(len(batch))
 
 
 def _writable(out_dir: Path) -> Path:
@@ -25,39 +147,126 @@ def _writable(out_dir: Path) -> Path:
     return out_dir
 
 
-def explain_files(source: str, paths: list[Path], out_dir: Path, target: Optional[int] = None,
-                  backend: str = AUTO, device: str = "cpu", weights: str = "default", batch_size: int = 8,
-                  output: Callable[[str], None] = print, server: Optional[str] = None,
-                  method: Optional[Method] = None, **model_options) -> list[Path]:
-    """Writes NAME_saliency.png and NAME_overlay.png for each image and passes each image's top-5 line to
-    ``output``; returns the files written. With ``server`` (host:port of ``salrt serve``), ``source`` is the
-    served model's name and the server computes the maps from the encoded files. ``model_options``: for a
-    model source, as ``salrt.load`` takes them (categories, preprocessing, channels, image_size).
+@dataclasses.dataclass
+class _Model:
+    explain: Callable[[Batch], Explanation]
+    preprocessing: Preprocessing
+    settings: str        # what must match for --resume to keep an earlier run's rows
+    needs_encoded: bool  # a server decodes the files' bytes itself
 
-    Every image is read before anything is computed or written, so a bad file fails the run up front.
-    """
-    encoded = [read_file(path) for path in paths]
-    images = [decode(io.BytesIO(data), str(path)) for data, path in zip(encoded, paths)]
-    if server:
+
+def _load_model(source: str, options: Options) -> _Model:
+    described = {"target": options.target, "save": sorted(options.save)}
+    if options.server:
         from .server.client import RemoteExplainer
-        remote = RemoteExplainer(server, source)
-        explain, preprocessing = lambda rows: remote.explain(encoded[rows], target), remote.preprocessing
-    else:
-        explainer = load(source, backend=backend, device=device, weights=weights, method=method, **model_options)
-        explain, preprocessing = lambda rows: explainer.explain(images[rows], target=target), explainer.preprocessing
-    _writable(out_dir)
-    written = []
-    bar = tqdm(range(0, len(images), batch_size), desc="explaining", unit="batch", disable=len(images) <= 1,
-               leave=False)
+        remote = RemoteExplainer(options.server, source)
+        return _Model(lambda batch: remote.explain([item.encoded for item in batch.loaded], options.target),
+                      remote.preprocessing, _fingerprint(server=options.server, model=source, **described), True)
+    explainer = load(source, backend=options.backend, device=options.device, weights=options.weights,
+                     method=options.method, **options.model_options)
+    return _Model(lambda batch: explainer.explain(batch.images, target=options.target), explainer.preprocessing,
+                  _fingerprint(manifest=explainer.manifest, backend=options.backend, **described), False)
+
+
+def _fingerprint(**settings) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _explain(inputs: InputSet, todo: list[int], model: _Model, journal: Journal, out_dir: Path, options: Options,
+             on_error: str, workers: int, output: Callable[[str], None]) -> int:
+    """Runs the model over the inputs at ``todo``; returns how many of them failed to load."""
+    files = ImageFiles([item.path for item in inputs.inputs], todo, model.preprocessing,
+                       keep_shown="png" in options.save, keep_encoded=model.needs_encoded)
+    failed = 0
+    bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), desc="explaining", unit="img",
+               disable=len(inputs) <= 1, leave=False, smoothing=0.05)
     say = output if bar.disable else bar.write  # lines printed above the bar, not through it
-    for start in bar:
-        rows = slice(start, start + batch_size)
-        result = explain(rows)
-        for path, image, saliency, top in zip(paths[rows], images[rows], result.saliency, result.top(5)):
-            shown = displayed_image(image, preprocessing)
-            for kind, picture in (("saliency", heatmap(saliency)), ("overlay", overlay(shown, saliency))):
-                file = out_dir / f"{path.stem}_{kind}.png"
-                picture.save(file)
-                written.append(file)
-            say(f"{path.name}: " + ", ".join(f"{name} {p:.3f}" for _, name, p in top))
-    return written
+    with bar, _Writer(inputs, journal, out_dir, options.save) as writer:
+        for batch in batches(files, options.batch_size, workers):
+            for item in batch.failed:
+                if on_error == "fail":
+                    raise InputError(item.error)
+                tqdm.write(f"skipped: {item.error}", file=sys.stderr)
+            failed += len(batch.failed)
+            result = model.explain(batch) if batch.loaded else None
+            writer.submit(batch, result)
+            if inputs.named_one_by_one and result is not None:
+                for loaded, top in zip(batch.loaded, result.top(5)):
+                    say(f"{inputs.inputs[loaded.position].path.name}: " +
+                        ", ".join(f"{name} {p:.3f}" for _, name, p in top))
+            bar.update(len(batch))
+    return failed
+
+
+class _Writer:
+    """Writes each batch's files, then its journal rows, on one background thread while the model computes
+    the next batch; at most WRITES_AHEAD batches wait. A write that fails stops the run with its error."""
+
+    def __init__(self, inputs: InputSet, journal: Journal, out_dir: Path, save: Sequence[str]):
+        self.inputs, self.journal, self.out_dir, self.save = inputs, journal, out_dir, save
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="salrt-writer")
+        self._pending: collections.deque[Future] = collections.deque()
+
+    def submit(self, batch: Batch, result: Optional[Explanation]) -> None:
+        self._pending.append(self._thread.submit(self._write, batch, result))
+        while len(self._pending) > WRITES_AHEAD:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, *error) -> None:
+        try:
+            while self._pending:  # also after an error: files being written finish, their rows are kept
+                self._pending.popleft().result()
+        finally:
+            self._thread.shutdown()
+
+    def _write(self, batch: Batch, result: Optional[Explanation]) -> None:
+        entries = []
+        if result is not None:
+            probabilities = result.logits.float().softmax(1)
+            for j, (loaded, top) in enumerate(zip(batch.loaded, result.top(5))):
+                item = self.inputs.inputs[loaded.position]
+                outputs = {name: self._write_file(kind, self.out_dir / name, loaded, result, j)
+                           for kind, name in self.inputs.outputs(item, self.save)}
+                target = int(result.target[j])
+                row = {"path": item.relative, "width": loaded.size[0], "height": loaded.size[1],
+                       "class_index": target, "class_name": result.categories[target],
+                       "probability": float(probabilities[j, target]),
+                       "top5": [{"index": i, "name": name, "probability": p} for i, name, p in top],
+                       "files": list(outputs), "backend": result.backend, "error": None}
+                entries.append((loaded.position, item, loaded.stat, outputs, row))
+        for loaded in batch.failed:
+            item = self.inputs.inputs[loaded.position]
+            entries.append((loaded.position, item, None, {}, _failed_row(item.relative, loaded.error)))
+        self.journal.record(entries)
+
+    @staticmethod
+    def _write_file(kind: str, path: Path, loaded, result: Explanation, j: int) -> tuple[int, int]:
+        saliency = result.saliency[j]
+        if kind == "saliency.png":
+            return save_png(path, heatmap(saliency))
+        if kind == "overlay.png":
+            return save_png(path, overlay(Image.fromarray(loaded.shown.numpy()), saliency))
+        if kind == "saliency.npy":  # in [0, 1]: float16 keeps 3 significant digits at half the bytes
+            return save_npy(path, saliency.to(torch.float16).cpu().numpy())
+        # the attribution stays float32: input gradients are often far below float16's smallest normal (6e-5)
+        return save_npy(path, result.grad[j].float().cpu().numpy())
+
+
+def _failed_row(relative: str, error: str) -> dict:
+    return {"path": relative, "width": None, "height": None, "class_index": None, "class_name": None,
+            "probability": None, "top5": None, "files": [], "backend": None, "error": error}
+
+
+def _finish(inputs: InputSet, journal: Journal, out_dir: Path, options: Options, failed: int,
+            resumed: int) -> Summary:
+    index_path = gallery_path = None
+    if "index" in options.save:
+        index_path = out_dir / index.file_name(options.index_format)
+        index.write_index(journal.rows(), index_path, options.index_format)
+    if options.html:
+        gallery_path = gallery.write_gallery(journal.rows(), out_dir, title=inputs.root.name or str(inputs.root))
+    return Summary(total=len(inputs), explained=len(inputs) - failed, failed=failed, resumed=resumed,
+                   index=index_path, gallery=gallery_path)

@@ -1,0 +1,102 @@
+"""Decoding and preprocessing in a pool of DataLoader workers, a bounded number of batches ahead of the model.
+
+Each worker reads, decodes and preprocesses whole images with salrt's own functions (``images.open_image``
+and ``images.to_batch``, exactly what ``Explainer.preprocess`` runs), so only finished model inputs and the
+small crops that overlays are drawn on travel to the main process. At most ``workers x prefetch`` batches
+exist at once: memory stays flat however many images a run has.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import InputError
+from ..images import decode, displayed_image, mode_for, open_image, read_file, to_batch
+from ..models import Preprocessing
+
+PREFETCH_BATCHES = 2  # per worker: enough to keep the model busy, few enough to bound memory
+
+
+@dataclasses.dataclass
+class Loaded:
+    """One image as a worker leaves it: ready for the model, or the reason it is not."""
+    position: int                                 # its place among the run's inputs
+    error: Optional[str] = None
+    size: Optional[tuple[int, int]] = None        # width, height of the file's image
+    stat: Optional[tuple[int, int]] = None        # the file's (bytes, mtime_ns) when it was read
+    image: Optional[torch.Tensor] = None          # [C,H,W] preprocessed
+    shown: Optional[torch.Tensor] = None          # [H,W,3] uint8: the crop the model saw, for the overlay
+    encoded: Optional[bytes] = None               # the file's bytes, for a server that decodes them itself
+
+
+@dataclasses.dataclass
+class Batch:
+    """The loaded images of one DataLoader batch (those that decoded) and the errors of the others."""
+    loaded: list[Loaded]
+    failed: list[Loaded]
+
+    @property
+    def images(self) -> torch.Tensor:
+        return torch.stack([item.image for item in self.loaded])
+
+    def __len__(self) -> int:
+        return len(self.loaded) + len(self.failed)
+
+
+class ImageFiles(Dataset):
+    """Image files read by position. Without ``preprocessing`` they are only decoded: a check that every
+    file is readable, before a run that must not start otherwise. ``keep_shown``: also the crop overlays are
+    drawn on; ``keep_encoded``: also the file's bytes."""
+
+    def __init__(self, paths: Sequence[Path], positions: Sequence[int], preprocessing: Optional[Preprocessing],
+                 keep_shown: bool = True, keep_encoded: bool = False):
+        self.paths, self.positions = paths, positions
+        self.preprocessing, self.keep_shown, self.keep_encoded = preprocessing, keep_shown, keep_encoded
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> Loaded:
+        position = self.positions[i]
+        path = self.paths[position]
+        try:
+            data = read_file(path)
+            stat = os.stat(path)
+            picture = decode(io.BytesIO(data), str(path))
+            # the model's channels: grayscale for 1 (a model with 2 or 4+ takes tensors: every file fails so)
+            mode = mode_for(self.preprocessing.channels) if self.preprocessing is not None else "RGB"
+        except (InputError, OSError) as err:
+            return Loaded(position, error=str(err) if isinstance(err, InputError) else f"{path}: {err.strerror}")
+        loaded = Loaded(position, size=picture.size, stat=(stat.st_size, stat.st_mtime_ns))
+        if self.preprocessing is not None:
+            loaded.image = to_batch([open_image(picture, mode)], self.preprocessing)[0]
+            if self.keep_shown:
+                loaded.shown = torch.from_numpy(np.array(displayed_image(picture, self.preprocessing).convert("RGB")))
+            loaded.encoded = data if self.keep_encoded else None
+        return loaded
+
+
+def _collate(items: list[Loaded]) -> Batch:
+    return Batch([item for item in items if item.error is None], [item for item in items if item.error is not None])
+
+
+def batches(files: ImageFiles, batch_size: int, workers: int) -> Iterator[Batch]:
+    """``files`` in order, ``batch_size`` at a time, loaded by ``workers`` processes (none for a single
+    batch: starting a worker would cost more than it hides)."""
+    workers = workers if len(files) > batch_size else 0
+    loader = DataLoader(files, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                        prefetch_factor=PREFETCH_BATCHES if workers else None)
+    return iter(loader)
+
+
+def default_workers() -> int:
+    """One loading process per core the run may use, at most 8 (decoding past that rarely keeps up a model)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores))

@@ -1,0 +1,260 @@
+"""`salrt explain` on whole datasets: directories, globs and lists in; mirrored maps, arrays, an index and a
+gallery out; bad files recorded, killed runs resumed. Real processes and files; the gallery in a real browser."""
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+import salrt
+from salrt.dataset import gallery
+from salrt.dataset.index import COLUMNS, require_pyarrow
+from salrt.dataset.journal import FILE_NAME as JOURNAL
+from salrt.dataset.outputs import TEMPORARY_PREFIX
+from salrt.errors import InputError
+from salrt.explain import Options, explain_files
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def salrt_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "salrt.cli", *map(str, args)], capture_output=True, text=True,
+                          input=stdin)
+
+
+@pytest.fixture(scope="module")
+def artifact(exported):
+    return exported("resnet18", formats=("onnx",), image_size=64)
+
+
+@pytest.fixture
+def tree(tmp_path, photos):
+    """photos/a/cat.jpg, a/cat.png and b/cat.jpg (one name three times), b/c/astronaut.jpg, b/bad.jpg (text),
+    notes.txt (not an image)."""
+    root = tmp_path / "photos"
+    for name, photo in (("a/cat.jpg", "chelsea"), ("a/cat.png", "chelsea"), ("b/cat.jpg", "coffee"),
+                        ("b/c/astronaut.jpg", "astronaut")):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photos[photo]).save(root / name)
+    (root / "b" / "bad.jpg").write_text("not a JPEG")
+    (root / "notes.txt").write_text("not an image either")
+    return root
+
+
+def read_index(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def test_a_directory_mirrors_its_tree_and_records_a_bad_file(tmp_path, tree, artifact):
+    out = tmp_path / "maps"
+    result = salrt_cli("explain", artifact, tree, "--out", out, "--save", "png,npy,grad,index", "--batch-size", "2")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].endswith("explained 4 of 5; 1 failed, see results.parquet")
+    rows = read_index(out / "results.parquet")
+    assert list(rows[0]) == list(COLUMNS)
+    assert [row["path"] for row in rows] == ["a/cat.jpg", "a/cat.png", "b/bad.jpg", "b/c/astronaut.jpg", "b/cat.jpg"]
+    bad = rows[2]
+    assert "b/bad.jpg: not a readable image" in bad["error"] and bad["files"] == [] and bad["class_index"] is None
+
+    explainer = salrt.load(artifact)
+    for row in (r for r in rows if r["error"] is None):
+        source = tree / row["path"]
+        expected = explainer.explain(explainer.preprocess(source))  # the pipeline must preprocess as this does
+        assert row["files"] == [f"{row['path']}_{kind}" for kind in
+                                ("saliency.png", "overlay.png", "saliency.npy", "grad.npy")]
+        assert all((out / name).is_file() for name in row["files"])
+        with Image.open(source) as image:
+            assert (row["width"], row["height"]) == image.size
+        assert row["class_index"] == int(expected.target[0]) and row["backend"] == "onnxruntime"
+        assert row["class_name"] == explainer.categories[row["class_index"]]
+        assert [(t["index"], t["name"]) for t in row["top5"]] == [(i, n) for i, n, _ in expected.top(5)[0]]
+        assert row["probability"] == pytest.approx(expected.top(1)[0][0][2], rel=1e-5)
+        saliency = np.load(out / f"{row['path']}_saliency.npy")
+        assert saliency.dtype == np.float16 and saliency.shape == (64, 64)
+        np.testing.assert_allclose(saliency, expected.saliency[0].numpy(), atol=1e-3)
+        grad = np.load(out / f"{row['path']}_grad.npy")
+        assert grad.dtype == np.float32 and grad.shape == (3, 64, 64)
+        np.testing.assert_allclose(grad, expected.grad[0].numpy(), rtol=1e-4, atol=1e-7)
+    assert not list(out.rglob(f"{TEMPORARY_PREFIX}*"))
+
+
+def test_files_named_one_by_one_keep_flat_names_unless_two_would_collide(tmp_path, tree, artifact):
+    out = tmp_path / "maps"
+    result = salrt_cli("explain", artifact, tree / "a/cat.jpg", tree / "b/cat.jpg", "--out", out)
+    assert result.returncode == 1 and result.stderr.startswith(
+        f"error: {tree / 'a/cat.jpg'} and {tree / 'b/cat.jpg'} would both write cat_saliency.png"), result.stderr
+    for refused, message in (([tree / "a/cat.jpg", tree / "a/cat.png"], "would both write cat_saliency.png"),
+                             ([tree / "a/cat.jpg", tree / "a/../a/cat.jpg"], "is given twice"),
+                             ([tree, tree / "a/cat.jpg"], "is given twice"),
+                             ([f"{tree}/*.gif"], "the pattern matches no image files"),
+                             ([tree / "a/nope.jpg"], "a/nope.jpg: no such file")):
+        with pytest.raises(InputError, match=message):
+            explain_files(str(artifact), refused, out)
+    assert not out.exists(), "a refused run writes nothing"
+
+    result = salrt_cli("explain", artifact, tree / "a/cat.jpg", tree / "b/c/astronaut.jpg", "--out", out,
+                       "--save", "png,npy")
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["cat.jpg", "astronaut.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == [JOURNAL, "astronaut_overlay.png", "astronaut_saliency.npy",
+                                                     "astronaut_saliency.png", "cat_overlay.png",
+                                                     "cat_saliency.npy", "cat_saliency.png"]
+
+
+def test_globs_and_lists_from_stdin_with_a_csv_index(tmp_path, tree, artifact):
+    out = tmp_path / "globbed"
+    result = salrt_cli("explain", artifact, f"{tree}/**/*.jpg", "--out", out, "--save", "index",
+                       "--index-format", "csv")
+    assert result.returncode == 2, result.stderr
+    lines = (out / "results.csv").read_text().splitlines()
+    assert lines[0] == ",".join(COLUMNS)
+    assert [line.split(",")[0] for line in lines[1:]] == ["a/cat.jpg", "b/bad.jpg", "b/c/astronaut.jpg", "b/cat.jpg"]
+
+    listed = f"{tree / 'b/cat.jpg'}\n\n{tree / 'a/cat.png'}\n"  # blank lines are skipped
+    result = salrt_cli("explain", artifact, "--list", "-", "--out", tmp_path / "listed", stdin=listed)
+    assert result.returncode == 0, result.stderr
+    assert [row["path"] for row in read_index(tmp_path / "listed" / "results.parquet")] == ["b/cat.jpg", "a/cat.png"]
+    assert (tmp_path / "listed" / "b" / "cat.jpg_overlay.png").is_file()
+
+
+def test_on_error_fail_refuses_a_directory_with_a_bad_file_before_writing(tmp_path, tree, artifact):
+    out = tmp_path / "maps"
+    with pytest.raises(InputError, match="b/bad.jpg: not a readable image"):
+        explain_files(str(artifact), [tree], out, Options(on_error="fail", batch_size=2, workers=1))
+    assert not out.exists()
+
+
+def probabilities(row: dict) -> list[float]:
+    return [] if row["error"] else [row["probability"]] + [top["probability"] for top in row["top5"]]
+
+
+def test_resume_after_sigkill_ends_with_the_index_of_an_uninterrupted_run(tmp_path, photos, artifact):
+    dataset = tmp_path / "many"
+    generator = np.random.default_rng(0)
+    for i in range(48):  # distinct crops of the three photos, in two folders
+        photo = list(photos.values())[i % 3]
+        top, left = generator.integers(0, 150, size=2)
+        (dataset / f"part{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo[top:top + 120, left:left + 160]).save(dataset / f"part{i % 2}" / f"{i:02}.jpg")
+    (dataset / "part0" / "broken.jpg").write_bytes((dataset / "part0" / "00.jpg").read_bytes()[:300])
+    command = [sys.executable, "-m", "salrt.cli", "explain", str(artifact), str(dataset), "--batch-size", "2",
+               "--workers", "1"]
+
+    killed = tmp_path / "killed"
+    run = subprocess.Popen(command + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while run.poll() is None and len(list(killed.rglob("*_overlay.png"))) < 10:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "results.parquet").exists()
+    for png in killed.rglob("*.png"):  # whatever the kill left is whole: temporary files aside, every PNG reads
+        if not png.name.startswith(TEMPORARY_PREFIX):
+            with Image.open(png) as image:
+                image.load()
+    with sqlite3.connect(killed / JOURNAL) as journal:
+        done = journal.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+    assert 0 < done < 49
+
+    resumed = subprocess.run(command + ["--out", str(killed), "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 2, resumed.stderr
+    summary = resumed.stderr.splitlines()[-1]
+    assert summary.startswith("explained 48 of 49 (") and "by an earlier run); 1 failed" in summary, summary
+    assert int(summary.split("(")[1].split()[0]) >= done - 1  # every committed row but the failed one was kept
+    assert not list(killed.rglob(f"{TEMPORARY_PREFIX}*"))
+
+    whole = subprocess.run(command + ["--out", str(tmp_path / "whole")], capture_output=True, text=True)
+    assert whole.returncode == 2, whole.stderr
+    resumed_rows, whole_rows = read_index(killed / "results.parquet"), read_index(tmp_path / "whole" / "results.parquet")
+    assert [row["path"] for row in resumed_rows] == [row["path"] for row in whole_rows]
+    for a, b in zip(resumed_rows, whole_rows):
+        # batches of the resumed run hold other images: float results agree to rounding, everything else exactly
+        assert probabilities(a) == pytest.approx(probabilities(b), rel=1e-4, abs=1e-7)
+        assert {k: v for k, v in a.items() if k not in ("probability", "top5")} == \
+            {k: v for k, v in b.items() if k not in ("probability", "top5")}
+    assert sorted(p.relative_to(killed) for p in killed.rglob("*")) == \
+        sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*"))
+
+    # a resumed run re-explains an input that changed since, and keeps the others
+    Image.fromarray(photos["coffee"][:100, :100]).save(dataset / "part1" / "01.jpg")
+    again = subprocess.run(command + ["--out", str(killed), "--resume"], capture_output=True, text=True)
+    assert "explained 48 of 49 (47 by an earlier run); 1 failed" in again.stderr.splitlines()[-1], again.stderr
+    changed = next(row for row in read_index(killed / "results.parquet") if row["path"] == "part1/01.jpg")
+    assert (changed["width"], changed["height"]) == (100, 100)
+
+
+def chromium(*args, timeout=60) -> subprocess.CompletedProcess:
+    """Debian's chromium, headless, with a profile of its own (`make test` installs it)."""
+    binary = shutil.which("chromium")
+    assert binary, "chromium is missing: `make browser` (part of `make test`) installs it"
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def shown_files(dom: str) -> list[str]:
+    return [part.split("<")[0] for part in dom.split('<div class="file">')[1:]]
+
+
+def test_html_gallery_in_a_headless_browser(tmp_path, tree, artifact):
+    out = tmp_path / "maps"
+    result = salrt_cli("explain", artifact, tree, "--out", out, "--html")
+    assert result.returncode == 2, result.stderr
+    page = (out / "index.html").as_uri()
+    dom = chromium("--dump-dom", page).stdout
+    assert '<span id="count">5 of 5 images</span>' in dom
+    assert dom.count('loading="lazy"') == 4 and "(failed)" in dom
+    assert shown_files(dom) == ["a/cat.jpg", "a/cat.png", "b/bad.jpg", "b/c/astronaut.jpg", "b/cat.jpg"]
+    screenshot = tmp_path / "gallery.png"
+    chromium("--window-size=1000,700", f"--screenshot={screenshot}", page)
+    with Image.open(screenshot) as image:  # the overlays were drawn: the page is not a blank sheet
+        assert image.size == (1000, 700) and np.asarray(image.convert("L")).std() > 20
+
+    # 10,000 rows (the overlays repeat): the filter and the order, each from the URL, and the time to open it
+    rows = read_index(out / "results.parquet")
+    good = [row for row in rows if row["error"] is None]
+    classes = ["tabby", "tiger cat", "espresso", "astronaut's suit"]
+    many = [{**good[i % len(good)], "path": f"img/{i:05}.jpg", "class_name": classes[i % 4],
+             "probability": ((i * 7919) % 10000) / 10000} for i in range(10_000)]
+    gallery.write_gallery(many, out, title="ten thousand")
+    started = time.perf_counter()
+    dom = chromium("--dump-dom", page + "#class=tiger+cat&sort=probability-desc").stdout
+    opened = time.perf_counter() - started
+    assert '<span id="count">2500 of 10000 images</span>' in dom
+    files = shown_files(dom)
+    assert len(files) == 2500 and all(int(name[4:9]) % 4 == 1 for name in files)
+    probabilities = [float(p) for p in
+                     [part.split("</div>")[0].rsplit(" ", 1)[1] for part in dom.split('<div class="class">')[1:]]]
+    assert probabilities == sorted(probabilities, reverse=True) and probabilities[0] > probabilities[-1]
+    assert opened < 20, f"the 10,000-row page took {opened:.1f} s to open and lay out"
+
+
+def test_index_refuses_to_start_without_pyarrow(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
+    with pytest.raises(InputError, match=r"results.parquet needs pyarrow \(a dependency of salrt\): pip install pyarrow==21.0.0"):
+        require_pyarrow()
+
+
+def test_options_that_cannot_work_are_refused_before_anything_runs(tmp_path, tree, artifact):
+    from salrt.explain import parse_save
+    assert parse_save("png, npy,png") == ("png", "npy")
+    with pytest.raises(InputError, match="--save takes a comma-separated choice of png, npy, grad, index"):
+        parse_save("png,jpeg")
+    out = tmp_path / "maps"
+    for options, message in ((Options(html=True, save=("npy",)), "--html shows the overlays: add png to --save"),
+                             (Options(server="localhost:1", save=("grad",)), "--save grad needs the attribution"),
+                             (Options(batch_size=0), "--batch-size must be at least 1")):
+        with pytest.raises(InputError, match=message):
+            explain_files(str(artifact), [tree], out, options)
+    assert not out.exists()
