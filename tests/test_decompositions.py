@@ -79,6 +79,12 @@ def test_pointwise(activation):
     check(activation, (2, 3, 4, 5))
 
 
+@pytest.mark.parametrize("groups", [1, 2, 6])  # PoolFormer's GroupNorm1 is one group over the whole map
+def test_group_norm(groups):
+    weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    check(lambda x: F.group_norm(x, groups, weight, bias), (2, 6, 5, 4))
+
+
 def test_layer_norm():
     weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     check(lambda x: F.layer_norm(x, (6,), weight, bias), (2, 4, 5, 6))

@@ -206,7 +206,7 @@ _CUSTOM = {
 _FROM_TORCH = [
     aten.threshold_backward, aten.hardtanh_backward, aten.hardswish_backward, aten.hardsigmoid_backward,
     aten.silu_backward, aten.sigmoid_backward, aten.tanh_backward, aten.gelu_backward,
-    aten.native_layer_norm_backward, aten._softmax_backward_data, aten.leaky_relu_backward,
+    aten.native_layer_norm_backward, aten.native_group_norm_backward, aten._softmax_backward_data, aten.leaky_relu_backward,
     aten.elu_backward, aten.mish_backward, aten.slice_backward, aten.select_backward,
 ]
 
