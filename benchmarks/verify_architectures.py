@@ -65,15 +65,17 @@ def _hf_configs() -> dict:
     vit = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=224)
     return {
         "vit": ("ViT", lambda: t.ViTConfig(**vit)),
-        "deit": ("DeiT (distillation token)", lambda: t.DeiTConfig(**vit)),
+        # two DeiT heads share the config: the one classifying with the distillation token too
+        "deit": ("DeiT (distillation token)", lambda: t.DeiTConfig(
+            **vit, architectures=["DeiTForImageClassificationWithTeacher"])),
         "beit": ("BEiT (relative position bias)", lambda: t.BeitConfig(**vit, use_relative_position_bias=True)),
         "convnext": ("ConvNeXt", lambda: t.ConvNextConfig(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1])),
         "swin": ("Swin", lambda: t.SwinConfig(embed_dim=24, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4])),
         "resnet": ("ResNet (batch norm)", lambda: t.ResNetConfig(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
                                                                  embedding_size=16)),
         "mobilevit": ("MobileViT", lambda: t.MobileViTConfig(image_size=256)),
-        "efficientnet": ("EfficientNet", lambda: t.EfficientNetConfig(width_coefficient=0.5, depth_coefficient=0.5,
-                                                                      image_size=224)),
+        "efficientnet": ("EfficientNet (B0)", lambda: t.EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0,
+                                                                           hidden_dim=1280, image_size=224)),
         "regnet": ("RegNet", lambda: t.RegNetConfig(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1],
                                                     groups_width=8, embedding_size=16)),
     }
