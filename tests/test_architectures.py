@@ -1,11 +1,12 @@
 """Families that once failed to export, through ``salrt.export`` to ONNX and TorchScript, each image's gradient
 against float64 autograd (random weights, batch-norm statistics randomized, inputs the export never saw).
-benchmarks/verify_architectures.py runs the same check on every family at the models' own sizes."""
+benchmarks/verify_architectures.py runs the same check on every family at the models' own sizes (torchvision's
+swin_t too: at 112 px it took 147 s here, too slow for each CI run)."""
 import statistics
 
 import pytest
 
-from architectures import FLOOR, timm_model, randomized_statistics, verify
+from architectures import FLOOR, timm_model, verify
 
 
 def _assert_verified(result: dict) -> None:
@@ -22,8 +23,3 @@ def _assert_verified(result: dict) -> None:
 def test_timm_family(name, size):
     _assert_verified(verify(timm_model(name), size))
 
-
-def test_torchvision_swin_at_a_reduced_size():
-    """swin_t once left a symbolic ``%`` TorchScript could not compile; 112 px pads its last stage's windows."""
-    from salrt.models import load_model
-    _assert_verified(verify(randomized_statistics(load_model("swin_t", "random").module), 112))
