@@ -152,6 +152,8 @@ def test_adaptive_pool_to_another_size_in_a_symbolic_batch_graph():
     (3, 2, 1, True, True, None, (10, 13)),     # a ceil_mode window clipped to the padded input
     ((3, 2), (2, 1), (1, 0), True, False, None, (9, 6)),
     (2, 2, 0, False, True, 3, (8, 9)),         # divisor_override
+    (40, 40, 0, True, True, None, (7, 7)),     # Hugging Face EfficientNet's head: a kernel wider than the map
+    ((9, 3), (9, 2), (1, 1), True, False, None, (5, 6)),
 ])
 def test_avg_pool_ceil_mode_and_padding_excluded(kernel, stride, padding, ceil_mode, count_include_pad, divisor,
                                                  size):

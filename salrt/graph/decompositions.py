@@ -135,7 +135,8 @@ def _avg_pool_constants(channels: int, in_size, out_size, kernel, stride, paddin
         rows, cols = (torch.tensor(_pool_divisors(*axis, count_include_pad), dtype=torch.float64)
                       for axis in zip(in_size, out_size, kernel, stride, padding))
         scale = 1.0 / torch.outer(rows, cols)
-    return scale, torch.ones(channels, 1, *kernel, dtype=torch.float64)
+    reach = [min(k, n + 2 * p) for k, n, p in zip(kernel, in_size, padding)]  # the window within the padded input
+    return scale, torch.ones(channels, 1, *reach, dtype=torch.float64)
 
 
 def avg_pool2d_backward(grad_out, inp, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -144,13 +145,15 @@ def avg_pool2d_backward(grad_out, inp, kernel_size, stride, padding, ceil_mode, 
     count; its input gradient divides the output gradient by the same counts (a constant map: the spatial
     sizes are fixed at export) and runs the transposed convolution. A ceil_mode window past the input adds
     rows the transposed convolution covers beyond it: they are cut off."""
-    kernel = list(kernel_size)
-    stride, padding = list(stride or kernel), list(padding)
+    stride, padding = list(stride or kernel_size), list(padding)
     c = int(inp.shape[1])
     in_size = [int(size) for size in inp.shape[2:]]
+    # A window reaches at most the padded input: Hugging Face's EfficientNet pools its 7x7 map with a
+    # 1280-wide ceil_mode kernel, whose ones kernel would take 16 GB. The divisors still count the full window.
+    kernel = [min(k, n + 2 * p) for k, n, p in zip(kernel_size, in_size, padding)]
     out_size = [int(size) for size in grad_out.shape[2:]]
-    scale, ones = _torch.outside_trace(_avg_pool_constants, c, in_size, out_size, kernel, stride, padding,
-                                       count_include_pad, divisor_override)
+    scale, ones = _torch.outside_trace(_avg_pool_constants, c, in_size, out_size, list(kernel_size), stride,
+                                       padding, count_include_pad, divisor_override)
     covered = [(o - 1) * s - 2 * p + k for o, s, p, k in zip(out_size, stride, padding, kernel)]
     out_pad = [max(n - cov, 0) for n, cov in zip(in_size, covered)]
     grad_in = aten.convolution(grad_out * scale.to(grad_out.dtype), ones.to(grad_out.dtype), None, stride,
