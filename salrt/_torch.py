@@ -13,8 +13,9 @@ from typing import Any, Callable
 
 import torch
 from torch._decomp import get_decompositions
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.proxy_tensor import make_fx
+from torch._guards import detect_fake_mode
+from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing, make_fx
 from torch.fx.experimental.symbolic_shapes import (DimDynamic, ShapeEnv, StatelessSymbolicContext,
                                                    statically_known_true)
 
@@ -50,8 +51,23 @@ def known_equal(a, b) -> bool:
 
 
 def trace(fn: Callable, decompositions: dict, *inputs) -> torch.fx.GraphModule:
-    """``make_fx`` of ``fn`` into aten ops, with real tensors (weights) allowed next to fake inputs."""
-    return make_fx(fn, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs)
+    """``make_fx`` of ``fn`` into aten ops, with real tensors (weights) allowed next to fake inputs.
+
+    The inputs' fake mode is active while tracing, so a tensor that ``fn`` creates from sizes alone
+    (``torch.zeros(x.shape)``: EdgeNeXt's position encoding) is fake too, with the symbolic batch. Outside
+    it, the factory would run the real CPU kernel, which takes no symbolic sizes.
+    """
+    mode = detect_fake_mode(inputs)
+    with mode if mode is not None else contextlib.nullcontext():
+        return make_fx(fn, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs)
+
+
+def outside_trace(fn: Callable, *args):
+    """``fn(*args)`` on real tensors, neither traced nor fake, from inside a decomposition: a constant of the
+    graph computed at export from sizes the graph fixes (an interpolation matrix, a pooling divisor map).
+    The tracer then records the result as one constant rather than the ops that made it."""
+    with unset_fake_temporarily(), disable_proxy_modes_tracing():
+        return fn(*args)
 
 
 def torch_decompositions(ops: list) -> dict:

@@ -79,6 +79,12 @@ def test_pointwise(activation):
     check(activation, (2, 3, 4, 5))
 
 
+@pytest.mark.parametrize("groups", [1, 2, 6])  # PoolFormer's GroupNorm1 is one group over the whole map
+def test_group_norm(groups):
+    weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    check(lambda x: F.group_norm(x, groups, weight, bias), (2, 6, 5, 4))
+
+
 def test_layer_norm():
     weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     check(lambda x: F.layer_norm(x, (6,), weight, bias), (2, 4, 5, 6))
@@ -137,3 +143,35 @@ def test_adaptive_pool_to_another_size_in_a_symbolic_batch_graph():
     grad = graph(image, target)[3]
     assert expected.abs().amax() > 0
     assert float((grad.double() - expected).norm() / expected.norm()) < 1e-4
+
+
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode,count_include_pad,divisor,size", [
+    (2, 2, 0, True, True, None, (9, 11)),      # ResNet-D's downsample on an odd map
+    (3, 1, 1, False, False, None, (7, 8)),     # PoolFormer's token mixer
+    (3, 2, 1, True, False, None, (10, 13)),
+    (3, 2, 1, True, True, None, (10, 13)),     # a ceil_mode window clipped to the padded input
+    ((3, 2), (2, 1), (1, 0), True, False, None, (9, 6)),
+    (2, 2, 0, False, True, 3, (8, 9)),         # divisor_override
+    (40, 40, 0, True, True, None, (7, 7)),     # Hugging Face EfficientNet's head: a kernel wider than the map
+    ((9, 3), (9, 2), (1, 1), True, False, None, (5, 6)),
+])
+def test_avg_pool_ceil_mode_and_padding_excluded(kernel, stride, padding, ceil_mode, count_include_pad, divisor,
+                                                 size):
+    check(lambda x: F.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor),
+          (2, 4, *size))
+
+
+@pytest.mark.parametrize("options,size", [
+    (dict(mode="bilinear", scale_factor=2), (5, 7)),                       # MobileViT's fusion
+    (dict(mode="bilinear", size=(9, 4), align_corners=True), (6, 7)),
+    (dict(mode="bilinear", scale_factor=1.7), (5, 6)),                      # the scale, not the sizes, sets the grid
+    (dict(mode="nearest", scale_factor=2), (4, 5)),
+    (dict(mode="nearest", size=(7, 3)), (5, 6)),
+    (dict(mode="nearest-exact", size=(9, 5)), (4, 7)),
+    (dict(mode="bicubic", size=(11, 5)), (6, 8)),
+    (dict(mode="bicubic", scale_factor=2, align_corners=True), (4, 5)),
+    (dict(mode="bilinear", size=(5, 4), antialias=True), (11, 9)),          # downsampling with antialias
+    (dict(mode="bicubic", size=(4, 6), antialias=True), (9, 13)),
+])
+def test_upsample(options, size):
+    check(lambda x: F.interpolate(x, **options), (2, 3, *size))

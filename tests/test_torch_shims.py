@@ -39,6 +39,27 @@ def test_trace_keeps_the_batch_symbolic_and_takes_real_weights():
     torch.testing.assert_close(gm(real), (real @ weight.T).relu())
 
 
+def test_trace_makes_tensors_from_symbolic_sizes():
+    """A factory call on the input's shape (EdgeNeXt's position encoding) traces with the symbolic batch."""
+    (x,) = _torch.symbolic_batch_inputs(((2, 3, 4), torch.float32))
+    gm = _torch.trace(lambda x: x + torch.ones(x.shape).cumsum(1), {}, x)
+    real = torch.randn(5, 3, 4)
+    torch.testing.assert_close(gm(real), real + torch.ones(5, 3, 4).cumsum(1))
+
+
+def test_outside_trace_computes_a_real_constant():
+    """A constant computed from fixed sizes inside a traced function is real, and recorded as one constant."""
+    def fn(x):
+        matrix = _torch.outside_trace(lambda n: torch.eye(n).flip(0), x.shape[1])
+        assert not isinstance(matrix, torch._subclasses.FakeTensor)
+        return x @ matrix
+    (x,) = _torch.symbolic_batch_inputs(((2, 3), torch.float32))
+    gm = _torch.trace(fn, {}, x)
+    assert not [n for n in gm.graph.nodes if n.target in (aten.eye.default, aten.flip.default)]
+    real = torch.randn(4, 3)
+    torch.testing.assert_close(gm(real), real.flip(1))
+
+
 def test_torch_decompositions_give_a_make_fx_table():
     table = _torch.torch_decompositions([aten.threshold_backward])
     assert aten.threshold_backward.default in table and callable(table[aten.threshold_backward.default])
