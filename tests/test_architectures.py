@@ -19,6 +19,7 @@ def _assert_verified(result: dict) -> None:
     ("resnet26d", 64),          # avg_pool2d(ceil_mode=True, count_include_pad=False) in every downsample
     ("mobilevit_xxs", 64),      # upsample_bilinear2d in its fusion blocks
     ("edgenext_xx_small", 64),  # torch.zeros(x.shape) in its position encoding: a factory on the symbolic batch
+    ("convnextv2_atto", 64),    # addcmul in its GRN layers: a meta kernel that takes no symbolic batch
 ])
 def test_timm_family(name, size):
     _assert_verified(verify(timm_model(name), size))

@@ -182,9 +182,11 @@ def _with_size(shape, dim: int, size: int) -> list:
 
 
 def forward_rewrites() -> dict:
-    """Forward ops written with plainer ones: constant padding (aten's kernel specializes the symbolic batch)
-    and fused CPU attention (whose backward has no forward-op form; the math form's has)."""
-    rewrites = _torch.torch_decompositions([aten._scaled_dot_product_flash_attention_for_cpu])  # as matmul + softmax
+    """Forward ops written with plainer ones: constant padding (aten's kernel specializes the symbolic batch),
+    fused CPU attention (whose backward has no forward-op form; the math form's has), and addcmul/addcdiv
+    (their meta kernels take no symbolic batch: ConvNeXt V2's GRN)."""
+    rewrites = _torch.torch_decompositions([aten._scaled_dot_product_flash_attention_for_cpu,  # matmul + softmax
+                                            aten.addcmul, aten.addcdiv])
     rewrites[aten.constant_pad_nd.default] = constant_pad_nd
     return rewrites
 
