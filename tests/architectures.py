@@ -15,6 +15,7 @@ from salrt.graph import input_gradient
 
 FLOOR = 1e-4   # median relative L2 bound: float32 paths sit near 1e-6 from float64 where no decision flips
 FLIP = 3e-2    # an image where a ReLU or max decision flips lands at ~1e-3..1e-2 (LAB-NOTES): allowed on a minority
+EAGER_FACTOR = 3  # a path's median may be this many times eager float32's (rounding differs, flips differ)
 IMAGES = 5     # per check: an odd count, so the median is one image's error and at most 2 of 5 may flip
 FORMATS = ("onnx", "torchscript")
 BACKENDS = {"onnx": "onnxruntime", "torchscript": "torchscript"}
@@ -75,11 +76,14 @@ def unseen_inputs(size: int, count: int = IMAGES, seed: int = 7) -> tuple[torch.
     return image, torch.tensor([-1, 3, -1, 7] * count)[:count]
 
 
-def judge(errors: list[float]) -> str:
+def judge(errors: list[float], eager: list[float] = ()) -> str:
     """"verified" when the median image is at the floor and none is further off than a flip. A wrong rewrite
     is wrong on every image; a flip depends on the path's rounding (eager float32 flips on some images too:
-    timm's resnet26d at 64 px flips on 1 of 8, its TorchScript graph on 2 of 5)."""
-    if statistics.median(errors) > FLOOR or max(errors) > FLIP:
+    timm's resnet26d at 64 px flips on 1 of 8, its TorchScript graph on 2 of 5). Deep ReLU networks flip on
+    most images (ResNet-50-deep ones: eager float32 lands 4e-4..4e-3 from float64), so the floor is also
+    EAGER_FACTOR times eager float32's own median error on the same images (``eager``)."""
+    floor = max(FLOOR, EAGER_FACTOR * statistics.median(eager)) if eager else FLOOR
+    if statistics.median(errors) > floor or max(errors) > FLIP:
         return "error above the floor"
     return "verified"
 
@@ -91,6 +95,8 @@ def verify(module: torch.nn.Module, size: int, formats=FORMATS, count: int = IMA
     _, expected_target, expected = input_gradient(copy.deepcopy(module).double(), image.double(), target)
     if not expected.flatten(1).abs().amax(1).gt(0).all():
         raise AssertionError("the float64 reference gradient is zero for an image: nothing to compare")
+    _, _, eager = input_gradient(module, image, target)  # eager float32: how far rounding alone lands
+    eager_errors = [relative_l2(g, e) for g, e in zip(eager, expected)]
     with tempfile.TemporaryDirectory() as directory:
         started = time.perf_counter()
         artifact = salrt.export(module, Path(directory) / "a", formats=list(formats), image_size=size)
@@ -101,6 +107,6 @@ def verify(module: torch.nn.Module, size: int, formats=FORMATS, count: int = IMA
             if not torch.equal(result.target, expected_target):
                 raise AssertionError(f"{fmt}: explained {result.target.tolist()}, not {expected_target.tolist()}")
             errors[fmt] = [relative_l2(g, e) for g, e in zip(result.grad, expected)]
-    statuses = {judge(e) for e in errors.values()}
-    return {"export_s": seconds, "errors": errors,
+    statuses = {judge(e, eager_errors) for e in errors.values()}
+    return {"export_s": seconds, "errors": errors, "eager_errors": eager_errors,
             "status": "verified" if statuses == {"verified"} else "error above the floor"}

