@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import timm  # salrt[timm] and salrt[hf] are part of `make test`: without them this file fails, it does not skip
 import torch

@@ -35,7 +35,6 @@ __all__ = ["ClassifierSpec", "EFFICIENTNET_LITE0", "IMAGENET_PREPROCESSING", "Lo
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
 TIMM, HF = "timm:", "hf:"
 _PYTHON_SOURCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:attribute
-_zero_matrices_randomized = zero_matrices_randomized  # the name benchmarks used before the package split
 
 PreprocessingLike = Union[None, Preprocessing, dict]
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 from ..errors import InputError
 from .spec import INTERPOLATIONS, ClassifierSpec, Preprocessing
-from .weights import load_state_dict
+from .weights import load_state_dict, seeded
 
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -35,7 +35,6 @@ def load(source: str, weights: str) -> ClassifierSpec:
                          "(config.json and preprocessor_config.json) or a hub id in the cache") from None
     auto = transformers.AutoModelForImageClassification
     if weights == "random":
-        from .weights import seeded
         module = seeded(lambda: auto.from_config(config))
     else:
         module = auto.from_pretrained(source)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Optional
 
 from ..errors import InputError
@@ -46,7 +47,6 @@ def _pretrained(timm, name: str, extra: dict):
 
 
 def _load_checkpoint(timm, module, path: str, name: str) -> None:
-    from pathlib import Path
     if not Path(path).is_file():
         raise InputError(f"--weights {path!r} is neither 'default', 'random' nor an existing file")
     try:
