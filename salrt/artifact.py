@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Optional, Union
 import torch
 
 from ._version import __version__
+from .devices import checked_device
 from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
 from .formats.triton import repository_options
@@ -140,7 +141,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
            formats: Union[str, Iterable[str]] = ("torchscript",), weights: str = "default",
            image_size: Union[None, int, tuple[int, int]] = None, progress: Progress = lambda message: None,
            triton: Optional[dict] = None, method: Method = Method(), *, categories=None,
-           preprocessing: Union[None, Preprocessing, dict] = None, channels: Optional[int] = None) -> Path:
+           preprocessing: Union[None, Preprocessing, dict] = None, channels: Optional[int] = None,
+           device: Union[str, torch.device] = "cpu") -> Path:
     """Export ``model``'s saliency graph to an artifact directory and return its path.
 
     Args:
@@ -163,6 +165,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         preprocessing: a ``Preprocessing``, or a dict of its fields (resize, crop, mean, std, interpolation)
             replacing the source's.
         channels: the input channels (default: the source's; a module: its first convolution's).
+        device: what the compiled formats (aoti, aoti_n1) are compiled for, "cpu" or "cuda" (recorded in their
+            manifest entries; a package loads only there). TorchScript and ONNX run on any device.
         triton: settings of the "triton" format (``salrt.formats.triton.REPOSITORY_DEFAULTS``): max_batch,
             max_queue_delay_ms, instance_kind ("gpu" or "cpu"), instances; unused without that format.
 
@@ -172,12 +176,15 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
 
     Raises:
         InputError: unknown model, format or weights; an image size under 32; class names that do not match
-            the logits; an unwritable ``out_dir``; a bad triton setting, or "triton" without tritonclient.
+            the logits; an unwritable ``out_dir``; a bad triton setting, or "triton" without tritonclient; a
+            device this machine lacks.
         ExportError: the graph cannot be built or written in a format (the message names the op).
     """
     formats = parse_formats(formats)
     method = method.check()
+    device = checked_device(device)
     options = {"triton": repository_options(triton)} if "triton" in formats else {}  # checked before any work
+    options.update({fmt: {"device": device} for fmt in formats if FORMATS[fmt].for_one_device})
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     spec = as_spec(model, weights, categories=categories, preprocessing=preprocessing, channels=channels,

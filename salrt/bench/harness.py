@@ -11,7 +11,6 @@ import os
 import re
 import resource
 import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -20,13 +19,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..artifact import export, is_artifact_dir
+from ..devices import checked_device, describe, timed
 from ..errors import InputError
-from ..formats import BY_BACKEND, EAGER, MEASURED_BACKENDS
+from ..formats import BY_BACKEND, CUDA_GRAPH_BACKENDS, EAGER, MEASURED_BACKENDS
 from ..graph.saliency import saliency_from_grad
 from ..models import ClassifierSpec, load_model
 from ..runtime import load
 
 NAIVE, FORWARD = "naive", "forward"  # the two reference paths timed next to salrt's backends
+GRAPHED = "+cudagraphs"  # a backend's name with this suffix: the same backend with cuda_graphs=True
 
 
 def naive_recipe(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -49,30 +50,26 @@ def forward_only(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tenso
     return run
 
 
-def forward_flops(model: torch.nn.Module, input_shape) -> int:
+def forward_flops(model: torch.nn.Module, input_shape, device: torch.device = torch.device("cpu")) -> int:
     """FLOPs of one forward pass on one [C, H, W] image."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape))
+        model(torch.zeros(1, *input_shape, device=device))
     return counter.get_total_flops()
 
 
-def peak_gflops(repeats: int = 5) -> float:
-    """The best of two compute-bound kernels, measured now: a 3x3 convolution [8,256,56,56] channels_last
-    and a 4096x4096 matmul. What a saliency path's GFLOP/s is a fraction of on this machine."""
-    x = torch.randn(8, 256, 56, 56).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(256, 256, 3, 3).contiguous(memory_format=torch.channels_last)
-    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+def peak_gflops(repeats: int = 5, device: torch.device = torch.device("cpu")) -> float:
+    """The best of two compute-bound float32 kernels, measured now on ``device``: a 3x3 convolution
+    [8,256,56,56] channels_last and a 4096x4096 matmul. What a saliency path's GFLOP/s is a fraction of."""
+    x = torch.randn(8, 256, 56, 56, device=device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3, device=device).contiguous(memory_format=torch.channels_last)
+    a, b = torch.randn(4096, 4096, device=device), torch.randn(4096, 4096, device=device)
     kernels = [(lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * 8 * 256 * 56 * 56 * 256 * 9),
                (lambda: a @ b, 2 * 4096**3)]
     best = 0.0
     with torch.inference_mode():
         for kernel, flops in kernels:
             kernel()
-            seconds = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                kernel()
-                seconds.append(time.perf_counter() - started)
+            seconds = [timed(kernel, device) for _ in range(repeats)]
             best = max(best, flops / min(seconds) / 1e9)
     return best
 
@@ -97,45 +94,54 @@ def exporter_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def cached_artifact(spec: ClassifierSpec, formats: list[str], cache: Path, progress) -> Path:
-    """Export once per model, weights, format set and exporter code; later runs reuse the directory."""
-    key = f"{spec.name}-{spec.weights}-{'-'.join(sorted(formats))}-{exporter_fingerprint()}"
+def cached_artifact(spec: ClassifierSpec, formats: list[str], cache: Path, progress,
+                    device: torch.device = torch.device("cpu")) -> Path:
+    """Export once per model, weights, format set, device and exporter code; later runs reuse the directory."""
+    size = "x".join(map(str, spec.input_shape))
+    key = f"{spec.name}-{spec.weights}-{size}-{'-'.join(sorted(formats))}-{device.type}-{exporter_fingerprint()}"
     directory = cache / re.sub(r"[^A-Za-z0-9_.-]+", "_", key)  # timm:NAME, hf:./dir and weight paths as one name
     if not is_artifact_dir(directory):
         progress(f"exporting {spec.name} ({', '.join(formats)}) to {directory}")
-        export(spec, directory, formats=formats, progress=progress)
+        export(spec, directory, formats=formats, progress=progress, device=device)
     return directory
 
 
 def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weights: str = "random",
               rounds: int = 10, warmup: int = 2, cache: Path = Path(".salrt-bench"),
-              progress: Callable[[str], None] = print) -> dict:
-    """Latency per backend and batch size; returns the JSON-ready report."""
+              progress: Callable[[str], None] = print, device: str = "cpu", image_size=None) -> dict:
+    """Latency per backend and batch size on ``device`` (``image_size``: the model's own by default); returns
+    the JSON-ready report."""
+    device = checked_device(device)
     unknown = [b for b in backends if b not in MEASURED_BACKENDS]
     if unknown:
         raise InputError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(MEASURED_BACKENDS)}")
-    spec = load_model(model_name, weights)
+    spec = load_model(model_name, weights, image_size=image_size)
     shape = spec.input_shape
     height, width = shape[1:]
     formats = [BY_BACKEND[b].name for b in backends if b in BY_BACKEND]
-    artifact = cached_artifact(spec, formats, cache, progress) if formats else None
-    flops = forward_flops(spec.module, shape)
+    artifact = cached_artifact(spec, formats, cache, progress, device) if formats else None
+    spec.module.to(device)
+    flops = forward_flops(spec.module, shape, device)
 
     runs, first_call_ms, rss_added = {}, {}, {}
-    inputs = {n: torch.randn(n, *shape, generator=torch.Generator().manual_seed(n)) for n in batches}
-    naive_model = load_model(model_name, weights).module  # a separate copy: the naive recipe makes it trainable
+    inputs = {n: torch.randn(n, *shape, generator=torch.Generator().manual_seed(n)).to(device) for n in batches}
+    naive_model = load_model(model_name, weights, image_size=image_size).module.to(device)  # a copy: the naive recipe makes it trainable
 
-    def salrt_backend(backend: str) -> Callable[[], Callable[[torch.Tensor], object]]:
-        return lambda: load(model_name if backend == EAGER else artifact, backend=backend, weights=weights).explain
+    def salrt_backend(backend: str, cuda_graphs: bool = False) -> Callable[[], Callable[[torch.Tensor], object]]:
+        source, options = (model_name, {"image_size": image_size} if image_size else {}) if backend == EAGER \
+            else (artifact, {})
+        return lambda: load(source, backend=backend, weights=weights, device=device, cuda_graphs=cuda_graphs,
+                            **options).explain
 
     candidates = {NAIVE: lambda: naive_recipe(naive_model), FORWARD: lambda: forward_only(spec.module),
                   **{backend: salrt_backend(backend) for backend in backends}}
+    if device.type == "cuda":  # each capturable backend also replayed from CUDA graphs
+        candidates.update({backend + GRAPHED: salrt_backend(backend, cuda_graphs=True)
+                           for backend in backends if backend in CUDA_GRAPH_BACKENDS})
     for name, make in candidates.items():
         before = _rss_mb()
         run = make()
-        started = time.perf_counter()
-        run(inputs[batches[0]])
-        first_call_ms[name] = (time.perf_counter() - started) * 1e3
+        first_call_ms[name] = timed(lambda: run(inputs[batches[0]]), device) * 1e3
         for n in batches:
             for _ in range(warmup):
                 run(inputs[n])
@@ -146,11 +152,9 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
     for _ in tqdm(range(rounds), desc=f"{model_name}: timing", unit="round", leave=False):
         for n in batches:
             for name, run in runs.items():  # interleaved: noise hits every path alike
-                started = time.perf_counter()
-                run(inputs[n])
-                times[(name, n)].append(time.perf_counter() - started)
+                times[(name, n)].append(timed(lambda: run(inputs[n]), device))
 
-    peak = peak_gflops()
+    peak = peak_gflops(device=device)
     results = []
     for (name, n), samples in times.items():
         p50 = statistics.median(samples)
@@ -165,7 +169,8 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
         same_batch = {r["backend"]: r["p50_ms"] for r in results if r["batch"] == row["batch"]}
         row["speedup_vs_naive"] = same_batch[NAIVE] / row["p50_ms"]
         row["cost_vs_forward"] = row["p50_ms"] / same_batch[FORWARD]
-    return {"model": model_name, "weights": weights, "input_size": height if height == width else f"{height}x{width}", "threads": torch.get_num_threads(),
+    return {"model": model_name, "weights": weights, "input_size": height if height == width else f"{height}x{width}",
+            "device": device.type, "hardware": describe(device), "threads": torch.get_num_threads(),
             "forward_gflop_per_image": flops / 1e9, "rounds": rounds, "torch": torch.__version__,
             "peak_gflops": peak,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, "results": results}

@@ -15,8 +15,8 @@ import torch
 from .decompositions import backward_as_forward_ops, forward_rewrites
 from .io import INPUTS, OUTPUTS, as_image_shape, contract, contract_of, image_shape
 from .methods import METHODS, Method, method_outputs
-from .passes import (check_no_backward_ops, direct_input_gradient_convolutions, drop_no_op_restrides, fold_batch_norms,
-                     polyphase_narrow_transposed_convolutions)
+from .passes import (check_no_backward_ops, created_on_the_input_device, direct_input_gradient_convolutions,
+                     drop_no_op_restrides, fold_batch_norms, polyphase_narrow_transposed_convolutions)
 from .saliency import input_gradient
 from .trace import example_inputs, exported_program, trace_with_constant_weights
 
@@ -40,4 +40,5 @@ def build_saliency_graph(model: torch.nn.Module, image_shape: Sequence[int], met
     joint = trace_with_constant_weights(forward, method_outputs(method, image_shape, mean, std),
                                         example_inputs(image_shape), backward_as_forward_ops())
     check_no_backward_ops(joint)
-    return polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(joint))
+    return created_on_the_input_device(
+        polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(joint)))
