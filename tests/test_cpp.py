@@ -5,6 +5,7 @@ sources; a failed build fails these tests (it never skips them).
 """
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -109,6 +110,17 @@ def test_follows_the_manifest_of_a_grayscale_non_square_model(binary, gray_artif
     done = run(binary, gray_artifact, save_input(tmp_path / "bad.pt", torch.zeros(1, 3, 48, 64)), tmp_path / "o.pt",
                "--backend", backend, check=False)
     assert done.returncode == 1 and "takes a float32 [N, 1, 48, 64] tensor, got float32 [1, 3, 48, 64]" in done.stderr
+
+
+def test_refuses_a_package_compiled_for_cuda(binary, gray_artifact, tmp_path):
+    for_cuda = shutil.copytree(gray_artifact, tmp_path / "for-cuda")
+    manifest = json.loads((for_cuda / "manifest.json").read_text())
+    manifest["files"]["aoti_n1"]["device"] = "cuda"
+    (for_cuda / "manifest.json").write_text(json.dumps(manifest))
+    image = save_input(tmp_path / "in.pt", torch.zeros(1, *GRAY_SHAPE))
+    assert_error(run(binary, for_cuda, image, tmp_path / "out.pt", "--backend", "aoti_n1", check=False),
+                 f"{for_cuda / 'model_n1.pt2'} is compiled for cuda, not cpu")
+    assert "compiled for cuda, not cpu" in python_error(lambda: salrt.load(for_cuda, backend="aoti_n1"))
 
 
 def python_error(call) -> str:

@@ -221,6 +221,10 @@ std::string Explainer::Impl::verified_file() {
   }
   single_image = entry->value("batch", int64_t{0}) == 1;
   std::string path = join(dir, file);
+  const std::string device = entry->value("device", std::string("cpu"));  // what a package was compiled for
+  if (device != "cpu")
+    throw Error(path + " is compiled for " + device + ", not cpu: this runtime runs on the CPU; export it again "
+                       "with --device cpu");
   if (!fs::is_regular_file(path)) throw Error(path + " is missing");
   if (sha256_file(path) != digest)
     throw Error(path + " does not match its manifest (sha256 mismatch): the file is truncated or was modified; "
