@@ -29,15 +29,16 @@ class Format:
     load: Optional[Callable[[Path, torch.device], Run]]
     compiles: bool = False  # its export runs a C++ compiler (minutes on a large model)
     for_one_device: bool = False  # compiled for the export's device (its writer takes ``device``); else portable
+    libtorch: bool = False  # libtorch alone loads it: the C++ runtime (cpp/) runs it
     reuses: Optional[str] = None  # the format whose file it ships: written after it, given that file if written
 
 
 FORMATS = {f.name: f for f in (
-    Format("torchscript", "model.pt", "torchscript", torchscript.write, torchscript.load),
+    Format("torchscript", "model.pt", "torchscript", torchscript.write, torchscript.load, libtorch=True),
     Format("onnx", "model.onnx", "onnxruntime", onnx.write, onnx.load),
-    Format("aoti", "model.pt2", "aoti", aoti.write, aoti.load, compiles=True, for_one_device=True),
+    Format("aoti", "model.pt2", "aoti", aoti.write, aoti.load, compiles=True, for_one_device=True, libtorch=True),
     Format("aoti_n1", "model_n1.pt2", "aoti_n1", aoti.write_single_image, aoti.load_single_image, compiles=True,
-           for_one_device=True),
+           for_one_device=True, libtorch=True),
     # a deployment target: a model repository for Triton's onnxruntime backend, serving model.onnx
     Format("triton", "triton", None, triton.write_repository, None, reuses="onnx"),
 )}
@@ -45,6 +46,7 @@ BY_BACKEND = {f.backend: f for f in FORMATS.values() if f.backend}
 AUTO, EAGER = "auto", "eager"  # eager: the model in PyTorch with the fused op, no artifact file needed
 BACKENDS = (AUTO, EAGER, *BY_BACKEND)
 MEASURED_BACKENDS = (EAGER, *BY_BACKEND)  # what `salrt bench` times by default
+CPP_BACKENDS = tuple(sorted(f.backend for f in BY_BACKEND.values() if f.libtorch))  # cpp/generate_header.py
 # what `salrt.load(cuda_graphs=True)` can capture: the backends that keep to the device (onnxruntime's copies
 # through the host) and never synchronize with it
 CUDA_GRAPH_BACKENDS = (EAGER, "torchscript", "aoti", "aoti_n1")
