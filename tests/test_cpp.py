@@ -238,3 +238,14 @@ def test_repeat_prints_latency(binary, artifact, tmp_path, backend):
     assert 0 < float(match[1]) <= float(match[2])
     assert torch.load(tmp_path / "out.pt")[1].tolist() == [3]
 
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concurrent_callers_get_the_single_callers_results(binary, artifact, tmp_path, backend):
+    """explainer.h says an Explainer may be called from several threads at once: 4 threads, 3 calls each."""
+    image = fresh_batch(2)
+    done = run(binary, artifact, save_input(tmp_path / "in.pt", image, torch.tensor([2, -1])),
+               tmp_path / "out.pt", "--backend", backend, "--callers", "4", "--threads", "1")
+    assert "4 concurrent callers: 12 calls, every result identical to the first" in done.stdout, done.stdout
+    expected = salrt.load(artifact, backend=backend).explain(image, target=[2, -1])
+    assert relative_l2(torch.load(tmp_path / "out.pt")[3], expected.grad) <= 1e-5
