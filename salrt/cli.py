@@ -13,6 +13,7 @@ import click
 from .dataset import DEFAULT_SAVE, ON_ERROR
 from .dataset.index import FORMATS as INDEX_FORMATS
 from .errors import SalrtError
+from .evaluate import RANDOMIZATION_CUTS
 from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
 from .formats.triton import INSTANCE_KINDS, REPOSITORY_DEFAULTS
 from .server.process import QUEUE_DELAY_MS, ServeOptions
@@ -288,13 +289,16 @@ def bench(model, batch, backends, weights, rounds, device, quick, json_path, plo
               help="comma-separated methods (each with its default parameters), or all  [default: all for a "
                    "model name; an artifact's own method]")
 @click.option("--metrics", default="deletion,insertion,randomization", show_default=True)
-@click.option("--steps", default=50, show_default=True, help="deletion/insertion steps")
+@click.option("--perturbation-steps", "--steps", "steps", default=50, show_default=True,
+              help="deletion/insertion steps (--steps: the former name; export's --steps are IG's)")
+@click.option("--randomization-cuts", default=RANDOMIZATION_CUTS, show_default=True,
+              help="model randomization: cascading re-initializations, from the logits layer down")
 @click.option("--weights", default="default", show_default=True, help="for a model name")
 @click.option("--backend", type=click.Choice(BACKENDS), default=AUTO, show_default=True,
               help="for an artifact directory")
 @_DEVICE_OPTION
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("evaluation"), show_default=True)
-def evaluate(source, images, methods, metrics, steps, weights, backend, device, out_dir):
+def evaluate(source, images, methods, metrics, steps, randomization_cuts, weights, backend, device, out_dir):
     """Score saliency methods on IMAGES: deletion and insertion AUC against a random ranking, and the
     model-randomization check. SOURCE is a model name (every method, run in PyTorch) or an artifact
     directory (its own method, run as deployed; scoring runs the model its manifest names in PyTorch).
@@ -303,6 +307,7 @@ def evaluate(source, images, methods, metrics, steps, weights, backend, device, 
     from .evaluate import evaluate as run_evaluation, parse_methods, table
     report = run_evaluation(source, list(images), parse_methods(methods),
                             [m.strip() for m in metrics.split(",") if m.strip()], out_dir, steps=steps,
+                            randomization_steps=randomization_cuts,
                             weights=weights, backend=backend, device=device)
     click.echo(table(report))
     click.echo(f"wrote {out_dir}/ (report.json, curves.png, randomization.png, methods.png)")

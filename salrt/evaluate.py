@@ -36,6 +36,7 @@ from .runtime import Explainer, load, rebuilt_spec
 METRICS = ("deletion", "insertion", "randomization")
 RANDOM = "random"  # the baseline ranking
 SCORING_BATCH = 32
+RANDOMIZATION_CUTS = 8  # `salrt evaluate`'s default
 SAME_MODEL_TOLERANCE = 1e-3  # relative L2 of an artifact's probabilities to its model's in PyTorch (float32: ~1e-6)
 
 
@@ -98,7 +99,7 @@ def _reinitialized(model: torch.nn.Module, names: list[str]) -> torch.nn.Module:
 
 
 def evaluate(source: str | Path, paths: list[Path], methods: list[Method] | None = None, metrics=METRICS,
-             out_dir: Path = Path("evaluation"), steps: int = 50, randomization_steps: int = 8,
+             out_dir: Path = Path("evaluation"), steps: int = 50, randomization_steps: int = RANDOMIZATION_CUTS,
              weights: str = "default", backend: str = "auto", device: str = "cpu") -> dict:
     """Scores ``methods`` on the images with ``metrics``; writes report.json, curves.png, randomization.png and
     methods.png (the maps side by side, labelled) to ``out_dir`` and returns the report.
