@@ -1,6 +1,7 @@
 """The ``salrt`` command line: export, explain, serve, evaluate, info, bench."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -45,9 +46,22 @@ def _progress(message: str) -> None:
     click.echo(f"  {message}", err=True)
 
 
+def _flag(field: str) -> str:
+    """A Method field's option: ig_method -> --ig-method (the field "name" is --method)."""
+    return "--method" if field == "name" else "--" + field.replace("_", "-")
+
+
+def _with_flags(err: SalrtError, fields) -> SalrtError:
+    """``err`` with the Method fields it names as the options a user typed."""
+    message = str(err)
+    for field in fields:
+        message = re.sub(rf"(?<![\w-]){field}(?= must)|(?<=unknown ){field}(?= ')", _flag(field), message)
+    return type(err)(message)
+
+
 def _method_options(command):
     """--method and its parameters (salrt.graph.Method); the command receives ``method``: a Method or None."""
-    from .graph.methods import BASELINES, IG_METHODS, METHODS, Method
+    from .graph.methods import CHOICES, METHODS, Method
     defaults = Method()
     options = [
         click.option("--method", type=click.Choice(METHODS), default=None,
@@ -57,8 +71,9 @@ def _method_options(command):
                      help="smoothgrad family: noise std as a fraction of each image's value range"),
         click.option("--seed", type=int, default=defaults.seed, show_default=True, help="smoothgrad family: the noise"),
         click.option("--steps", type=int, default=defaults.steps, show_default=True, help="integrated_gradients"),
-        click.option("--ig-method", type=click.Choice(IG_METHODS), default=defaults.ig_method, show_default=True),
-        click.option("--baseline", type=click.Choice(BASELINES), default=defaults.baseline, show_default=True,
+        click.option("--ig-method", type=click.Choice(CHOICES["ig_method"]), default=defaults.ig_method,
+                     show_default=True),
+        click.option("--baseline", type=click.Choice(CHOICES["baseline"]), default=defaults.baseline, show_default=True,
                      help="integrated_gradients: zeros (normalized space) or a black image"),
         click.option("--chunk", type=int, default=0, help="samples per forward+backward step [default: from the size]"),
     ]
@@ -67,10 +82,30 @@ def _method_options(command):
     def with_method(*args, method, samples, noise, seed, steps, ig_method, baseline, chunk, **kwargs):
         chosen = method and Method(method, samples=samples, noise=noise, seed=seed, steps=steps, ig_method=ig_method,
                                    baseline=baseline, chunk=chunk)
+        if chosen:
+            try:
+                chosen.check()
+            except SalrtError as err:
+                raise _with_flags(err, [f.name for f in dataclasses.fields(Method)]) from None
         return command(*args, method=chosen, **kwargs)
     for option in reversed(options):
         with_method = option(with_method)
     return with_method
+
+
+def methods_table() -> str:
+    """The README's table of methods, from salrt.graph.methods.REGISTRY (tests/test_methods.py keeps them equal)."""
+    from .graph.methods import CHOICES, REGISTRY, Method
+    defaults = Method()
+    rows = ["| `--method` | attribution (`grad` output, `Explanation.attribution`) | parameters (default) |",
+            "|---|---|---|"]
+    for spec in REGISTRY.values():
+        parameters = ", ".join(f"`{_flag(field)}` " + (" \\| ".join(CHOICES[field]) if field in CHOICES
+                                                       else f"({getattr(defaults, field)})")
+                               for field in spec.parameters)
+        default = " (default)" if spec.name == defaults.name else ""
+        rows.append(f"| `{spec.name}`{default} | {spec.attribution} | {parameters} |")
+    return "\n".join(rows)
 
 
 def _size(text: str):

@@ -150,5 +150,22 @@ def test_method_by_name_eagerly_and_mismatches_are_refused(tmp_path, inputs):
     with pytest.raises(InputError, match="computes"):
         salrt.load(directory, method=Method("smoothgrad"))
     assert salrt.load(directory, method=method).manifest["method"]["steps"] == 4
-    with pytest.raises(InputError, match="--steps must be at least 2"):
+    with pytest.raises(InputError, match="^steps must be at least 2"):  # the Python API names the field
         salrt.load("resnet18", weights="random", method=Method("integrated_gradients", steps=1))
+
+
+def test_the_cli_names_bad_method_parameters_by_their_options():
+    from click.testing import CliRunner
+    from salrt.cli import main
+    done = CliRunner().invoke(main, ["export", "resnet18", "--method", "integrated_gradients", "--steps", "1",
+                                     "--ig-method", "gausslegendre", "--chunk", "-1"])
+    assert done.exit_code == 1
+    assert done.output.strip() == "error: --steps must be at least 2, got 1; --chunk must be at least 0, got -1"
+
+
+def test_the_readme_table_of_methods_is_the_registry():
+    """One definition: adding a method to salrt.graph.methods.REGISTRY must update the README's table."""
+    from pathlib import Path
+    from salrt.cli import methods_table
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert methods_table() in readme, "README.md's method table differs from the registry; paste:\n" + methods_table()

@@ -28,10 +28,9 @@ from ..errors import InputError
 from .io import BASE_OUTPUTS, as_image_shape
 from .saliency import input_gradient, saliency_from_grad
 
-SAMPLING = ("smoothgrad", "smoothgrad_sq", "vargrad")
-METHODS = ("saliency", "input_x_gradient", *SAMPLING, "integrated_gradients")
 IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 BASELINES = ("zeros", "black")
+CHOICES = {"ig_method": IG_METHODS, "baseline": BASELINES}  # the parameters that take one of a few names
 SAMPLES_PER_STEP_AT_224 = 16  # the default chunk: images in one forward+backward step, scaled by pixel count
 PIXELS_AT_224 = 224 * 224
 
@@ -49,29 +48,31 @@ class Method:
     chunk: int = 0           # samples per step; 0: chosen from the image size
 
     def check(self) -> "Method":
+        """This method, or an InputError naming each bad field (``name``, ``samples``, ...)."""
         rules = [(self.name in METHODS, f"unknown method {self.name!r}; choose from {', '.join(METHODS)}"),
-                 (self.samples >= 1, f"--samples must be at least 1, got {self.samples}"),
-                 (self.noise >= 0, f"--noise must be at least 0, got {self.noise}"),
-                 (self.steps >= 2, f"--steps must be at least 2, got {self.steps}"),
-                 (self.ig_method in IG_METHODS, f"unknown --ig-method {self.ig_method!r}; choose from "
-                                                f"{', '.join(IG_METHODS)}"),
-                 (self.baseline in BASELINES, f"unknown --baseline {self.baseline!r}; choose from {', '.join(BASELINES)}"),
-                 (self.chunk >= 0, f"--chunk must be at least 0, got {self.chunk}")]
+                 (self.samples >= 1, f"samples must be at least 1, got {self.samples}"),
+                 (self.noise >= 0, f"noise must be at least 0, got {self.noise}"),
+                 (self.steps >= 2, f"steps must be at least 2, got {self.steps}"),
+                 *((getattr(self, field) in choices, f"unknown {field} {getattr(self, field)!r}; choose from "
+                                                     f"{', '.join(choices)}") for field, choices in CHOICES.items()),
+                 (self.chunk >= 0, f"chunk must be at least 0, got {self.chunk}")]
         problems = [message for holds, message in rules if not holds]
         if problems:
             raise InputError("; ".join(problems))
         return self
 
     @property
+    def spec(self) -> "MethodSpec":
+        return REGISTRY[self.name]
+
+    @property
     def count(self) -> int:
         """Gradients per image."""
-        return self.samples if self.name in SAMPLING else self.steps if self.name == "integrated_gradients" else 1
+        return getattr(self, self.spec.counted_by) if self.spec.counted_by else 1
 
     def parameters(self) -> dict:
         """What the manifest records: the name and the parameters this method uses."""
-        used = {"smoothgrad": ("samples", "noise", "seed"), "integrated_gradients": ("steps", "ig_method", "baseline")}
-        keys = used.get("smoothgrad" if self.name in SAMPLING else self.name, ())
-        return {"name": self.name, **{key: getattr(self, key) for key in keys}}
+        return {"name": self.name, **{key: getattr(self, key) for key in self.spec.parameters}}
 
     def chunk_for(self, image_shape: Sequence[int]) -> int:
         return min(self.count, self.chunk or _default_chunk(as_image_shape(image_shape)))
@@ -89,7 +90,7 @@ class Method:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return BASE_OUTPUTS + (("delta",) if self.name == "integrated_gradients" else ())
+        return BASE_OUTPUTS + self.spec.extra_outputs
 
 
 def _default_chunk(image_shape: Sequence[int]) -> int:
@@ -137,6 +138,101 @@ def _chunks(count: int, chunk: int):
     return [(start, min(start + chunk, count)) for start in range(0, count, chunk)]
 
 
+def _gradient(times_input: bool) -> Callable:
+    """saliency (the gradient) or input_x_gradient (gradient x input)."""
+    def build(method: Method, constants: "_Constants") -> Callable:
+        def run(forward, image, target):
+            logits, used, grad = input_gradient(forward, image, target)
+            attribution = grad * image if times_input else grad
+            return logits, used, saliency_from_grad(attribution), attribution
+        return run
+    return build
+
+
+def _clean(forward, image, target):
+    """Logits of the clean image and the class explained (a negative target: the top class)."""
+    with torch.no_grad():
+        logits = forward(image)
+    return logits, torch.where(target < 0, logits.argmax(1), target)
+
+
+def _sampling(combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    """The smoothgrad family: ``combine(mean gradient, mean squared gradient)`` over the noisy copies."""
+    def build(method: Method, constants: "_Constants") -> Callable:
+        noise = smoothgrad_noise(method.seed, method.samples, constants.image_shape)  # a constant of the graph
+
+        def run(forward, image, target):
+            logits, used = _clean(forward, image, target)
+            sigma = method.noise * (image.amax((1, 2, 3)) - image.amin((1, 2, 3)))
+            total = squares = torch.zeros_like(image)
+            for start, stop in _chunks(method.samples, constants.chunk):
+                points = image.unsqueeze(1) + sigma.reshape(-1, 1, 1, 1, 1) * noise[start:stop].to(image.dtype).unsqueeze(0)
+                grads = _gradients_at(forward, points, used)
+                total, squares = total + grads.sum(1), squares + (grads * grads).sum(1)
+            attribution = combine(total / method.samples, squares / method.samples)
+            return logits, used, saliency_from_grad(attribution), attribution
+        return run
+    return build
+
+
+def _integrated(method: Method, constants: "_Constants") -> Callable:
+    baseline = baseline_image(method.baseline, constants.mean, constants.std)
+    alphas, weights = (torch.tensor(v).reshape(1, -1, 1, 1, 1).float() for v in ig_points(method.ig_method, method.steps))
+
+    def run(forward, image, target):
+        logits, used = _clean(forward, image, target)
+        start_point = baseline.to(image.dtype)
+        difference = image - start_point
+        path_sum = torch.zeros_like(image)
+        for start, stop in _chunks(method.steps, constants.chunk):
+            alpha, weight = alphas[:, start:stop].to(image.dtype), weights[:, start:stop].to(image.dtype)
+            grads = _gradients_at(forward, start_point.unsqueeze(1) + alpha * difference.unsqueeze(1), used)
+            path_sum = path_sum + (grads * weight).sum(1)
+        attribution = difference * path_sum
+        with torch.no_grad():
+            baseline_logits = forward(start_point.expand(1, *constants.image_shape))
+        gap = logits.gather(1, used.unsqueeze(1)).squeeze(1) - baseline_logits[0].gather(0, used)
+        delta = attribution.sum((1, 2, 3)) - gap
+        return logits, used, saliency_from_grad(attribution), attribution, delta
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class _Constants:
+    """What a method's function is built for: [C, H, W], the model's normalization, samples per step."""
+    image_shape: tuple[int, int, int]
+    mean: Sequence[float]
+    std: Sequence[float]
+    chunk: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One method: everything else (``METHODS``, the manifest entry, the CLI options, the README table) reads it."""
+    name: str
+    attribution: str                   # what its ``grad`` output is, for the docs
+    build: Callable[[Method, _Constants], Callable]  # -> fn(forward, image, target) -> outputs
+    parameters: tuple[str, ...] = ()   # the Method fields it uses (and the manifest records)
+    counted_by: Optional[str] = None   # the field holding its gradients per image (default: one)
+    extra_outputs: tuple[str, ...] = ()  # outputs after BASE_OUTPUTS
+
+
+NOISE = ("samples", "noise", "seed")
+REGISTRY = {spec.name: spec for spec in (
+    MethodSpec("saliency", "∂F_t/∂x", _gradient(times_input=False)),
+    MethodSpec("input_x_gradient", "x · ∂F_t/∂x", _gradient(times_input=True)),
+    MethodSpec("smoothgrad", "mean of ∂F_t/∂x over noisy copies", _sampling(lambda mean, square: mean),
+               NOISE, counted_by="samples"),
+    MethodSpec("smoothgrad_sq", "mean of (∂F_t/∂x)²", _sampling(lambda mean, square: square), NOISE,
+               counted_by="samples"),
+    MethodSpec("vargrad", "variance of ∂F_t/∂x", _sampling(lambda mean, square: square - mean * mean), NOISE,
+               counted_by="samples"),
+    MethodSpec("integrated_gradients", "(x − x₀) · Σ wₖ ∂F_t/∂x(x₀ + αₖ(x − x₀))", _integrated,
+               ("steps", "ig_method", "baseline"), counted_by="steps", extra_outputs=("delta",)),
+)}
+METHODS = tuple(REGISTRY)
+
+
 def method_outputs(method: Method, image_shape: Sequence[int], mean: Optional[Sequence[float]] = None,
                    std: Optional[Sequence[float]] = None) -> Callable:
     """``fn(forward, image, target)`` computing ``method``'s outputs for [N, *image_shape] images (see the
@@ -144,52 +240,7 @@ def method_outputs(method: Method, image_shape: Sequence[int], mean: Optional[Se
     method = method.check()
     image_shape = as_image_shape(image_shape)
     channels = image_shape[0]
-    mean, std = mean or (0.0,) * channels, std or (1.0,) * channels
-    chunk = method.chunk_for(image_shape)
-    # constants made here, outside the traced function: drawn in it, the noise would be a random op in the graph
-    noise = smoothgrad_noise(method.seed, method.samples, image_shape) if method.name in SAMPLING else None
-    baseline = baseline_image(method.baseline, mean, std)
-    alphas, weights = (torch.tensor(v).reshape(1, -1, 1, 1, 1).float() for v in ig_points(method.ig_method, method.steps))
+    constants = _Constants(image_shape, mean or (0.0,) * channels, std or (1.0,) * channels,
+                           method.chunk_for(image_shape))
+    return method.spec.build(method, constants)
 
-    def vanilla(forward, image, target):
-        logits, used, grad = input_gradient(forward, image, target)
-        attribution = grad * image if method.name == "input_x_gradient" else grad
-        return logits, used, saliency_from_grad(attribution), attribution
-
-    def clean(forward, image, target):
-        with torch.no_grad():
-            logits = forward(image)
-        return logits, torch.where(target < 0, logits.argmax(1), target)
-
-    def sampling(forward, image, target):
-        logits, used = clean(forward, image, target)
-        sigma = method.noise * (image.amax((1, 2, 3)) - image.amin((1, 2, 3)))
-        total = squares = torch.zeros_like(image)
-        for start, stop in _chunks(method.samples, chunk):
-            points = image.unsqueeze(1) + sigma.reshape(-1, 1, 1, 1, 1) * noise[start:stop].to(image.dtype).unsqueeze(0)
-            grads = _gradients_at(forward, points, used)
-            total, squares = total + grads.sum(1), squares + (grads * grads).sum(1)
-        mean_grad, mean_square = total / method.samples, squares / method.samples
-        attribution = {"smoothgrad": mean_grad, "smoothgrad_sq": mean_square,
-                       "vargrad": mean_square - mean_grad * mean_grad}[method.name]
-        return logits, used, saliency_from_grad(attribution), attribution
-
-    def integrated(forward, image, target):
-        logits, used = clean(forward, image, target)
-        start_point = baseline.to(image.dtype)
-        difference = image - start_point
-        path_sum = torch.zeros_like(image)
-        for start, stop in _chunks(method.steps, chunk):
-            alpha, weight = alphas[:, start:stop].to(image.dtype), weights[:, start:stop].to(image.dtype)
-            grads = _gradients_at(forward, start_point.unsqueeze(1) + alpha * difference.unsqueeze(1), used)
-            path_sum = path_sum + (grads * weight).sum(1)
-        attribution = difference * path_sum
-        with torch.no_grad():
-            baseline_logits = forward(start_point.expand(1, *image_shape))
-        gap = logits.gather(1, used.unsqueeze(1)).squeeze(1) - baseline_logits[0].gather(0, used)
-        delta = attribution.sum((1, 2, 3)) - gap
-        return logits, used, saliency_from_grad(attribution), attribution, delta
-
-    if method.name in ("saliency", "input_x_gradient"):
-        return vanilla
-    return sampling if method.name in SAMPLING else integrated
