@@ -164,6 +164,9 @@ struct Explainer::Impl {
   void read_manifest();
   std::string verified_file();
   std::vector<at::Tensor> run(const at::Tensor& image, const at::Tensor& target) const;
+  at::Tensor checked_batch(const at::Tensor& image) const;
+  at::Tensor checked_targets(const std::optional<at::Tensor>& target, int64_t n) const;
+  std::vector<at::Tensor> run_in_parts(const at::Tensor& batch, const at::Tensor& targets) const;
   Json manifest;
 };
 
@@ -269,10 +272,10 @@ Explainer::~Explainer() = default;
 Explainer::Explainer(Explainer&&) noexcept = default;
 Explainer& Explainer::operator=(Explainer&&) noexcept = default;
 
-Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor> target) const {
-  const Impl& m = *impl_;
-  const auto [channels, height, width] = m.input_shape;
-  std::string expected = m.model + " takes a float32 [N, " + std::to_string(channels) + ", " + std::to_string(height) +
+// The image batch as the graph takes it (float32 [N, C, H, W], contiguous, on the CPU), or Error.
+at::Tensor Explainer::Impl::checked_batch(const at::Tensor& image) const {
+  const auto [channels, height, width] = input_shape;
+  std::string expected = model + " takes a float32 [N, " + std::to_string(channels) + ", " + std::to_string(height) +
                          ", " + std::to_string(width) + "] tensor, got ";
   if (!image.defined()) throw Error(expected + "an undefined tensor");
   at::Tensor batch = image.dim() == 3 ? image.unsqueeze(0) : image;
@@ -280,8 +283,6 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
       batch.scalar_type() != at::kFloat || batch.size(0) == 0)
     throw Error(expected + dtype_name(batch.scalar_type()) + " " + shape_of(batch));
   batch = batch.to(at::kCPU).contiguous();
-  const int64_t n = batch.size(0);
-
   at::Tensor finite = at::isfinite(batch).flatten(1).all(1);
   if (!finite.all().item<bool>()) {
     at::Tensor bad = (~finite).nonzero().flatten();
@@ -290,48 +291,57 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
     throw Error(std::string(bad.numel() > 1 ? "images " : "image ") + list +
                 " of the batch hold NaN or Inf values; salrt explains finite inputs only");
   }
+  return batch;
+}
 
-  at::Tensor targets;
-  if (!target.has_value() || !target->defined()) {
-    targets = at::full({n}, -1, at::TensorOptions().dtype(at::kLong));
-  } else {
-    if (!c10::isIntegralType(target->scalar_type(), /*includeBool=*/false))
-      throw Error("target must be an integer class index or one per image, got " +
-                  dtype_name(target->scalar_type()) + " " + shape_of(*target));
-    targets = target->to(at::kCPU, at::kLong).reshape(-1);
-    if (targets.numel() == 1) targets = targets.expand({n});
-    targets = targets.contiguous();
-    if (targets.numel() != n)
-      throw Error("got " + std::to_string(targets.numel()) + " targets for " + std::to_string(n) + " images");
-    const int64_t top = targets.max().item<int64_t>();
-    const auto classes = static_cast<int64_t>(m.categories.size());
-    if (top >= classes)
-      throw Error("target " + std::to_string(top) + " is out of range: " + m.model + " has " +
-                  std::to_string(classes) + " classes (use a negative target for the top class)");
-  }
+// int64 [n] targets (absent: -1, each image's top class; one value: the same for every image), or Error.
+at::Tensor Explainer::Impl::checked_targets(const std::optional<at::Tensor>& target, int64_t n) const {
+  if (!target.has_value() || !target->defined()) return at::full({n}, -1, at::TensorOptions().dtype(at::kLong));
+  if (!c10::isIntegralType(target->scalar_type(), /*includeBool=*/false))
+    throw Error("target must be an integer class index or one per image, got " + dtype_name(target->scalar_type()) +
+                " " + shape_of(*target));
+  at::Tensor targets = target->to(at::kCPU, at::kLong).reshape(-1);
+  if (targets.numel() == 1) targets = targets.expand({n});
+  targets = targets.contiguous();
+  if (targets.numel() != n)
+    throw Error("got " + std::to_string(targets.numel()) + " targets for " + std::to_string(n) + " images");
+  const int64_t top = targets.max().item<int64_t>();
+  const auto classes = static_cast<int64_t>(categories.size());
+  if (top >= classes)
+    throw Error("target " + std::to_string(top) + " is out of range: " + model + " has " + std::to_string(classes) +
+                " classes (use a negative target for the top class)");
+  return targets;
+}
 
-  // Like Python: no autograd recording (the graphs hold their own backward pass); the outputs are ordinary
-  // tensors, not inference tensors, so callers may use them anywhere. A sampling method's graph holds a
-  // bounded number of images per call, and the single-image package checks no shapes (given two images it
-  // explains the first only): larger batches run in parts, as in Python.
+// The graph's outputs for the whole batch. Like Python: no autograd recording (the graphs hold their own
+// backward pass); the outputs are ordinary tensors, not inference tensors, so callers may use them anywhere. A
+// sampling method's graph holds a bounded number of images per call, and the single-image package checks no
+// shapes (given two images it explains the first only): larger batches run in parts, as in Python.
+std::vector<at::Tensor> Explainer::Impl::run_in_parts(const at::Tensor& batch, const at::Tensor& targets) const {
   torch::NoGradGuard no_grad;
-  const int64_t step = m.single_image ? 1 : (m.images_per_call > 0 ? m.images_per_call : n);
+  const int64_t n = batch.size(0);
+  const int64_t step = single_image ? 1 : (images_per_call > 0 ? images_per_call : n);
   std::vector<std::vector<at::Tensor>> parts;
   for (int64_t start = 0; start < n; start += step) {
     const int64_t count = std::min(step, n - start);
-    parts.push_back(m.run(batch.narrow(0, start, count).contiguous(), targets.narrow(0, start, count)));
-    if (parts.back().size() != m.outputs.size())
-      throw Error(m.backend + " model returned " + std::to_string(parts.back().size()) + " outputs, expected " +
-                  std::to_string(m.outputs.size()) + " (as manifest.json lists): export it again");
+    parts.push_back(run(batch.narrow(0, start, count).contiguous(), targets.narrow(0, start, count)));
+    if (parts.back().size() != outputs.size())
+      throw Error(backend + " model returned " + std::to_string(parts.back().size()) + " outputs, expected " +
+                  std::to_string(outputs.size()) + " (as manifest.json lists): export it again");
   }
   std::vector<at::Tensor> out = parts.front();
-  if (parts.size() > 1) {
-    for (size_t k = 0; k < out.size(); ++k) {
-      std::vector<at::Tensor> pieces;
-      for (const auto& part : parts) pieces.push_back(part[k]);
-      out[k] = at::cat(pieces);
-    }
+  for (size_t k = 0; parts.size() > 1 && k < out.size(); ++k) {
+    std::vector<at::Tensor> pieces;
+    for (const auto& part : parts) pieces.push_back(part[k]);
+    out[k] = at::cat(pieces);
   }
+  return out;
+}
+
+Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor> target) const {
+  const Impl& m = *impl_;
+  at::Tensor batch = m.checked_batch(image);
+  std::vector<at::Tensor> out = m.run_in_parts(batch, m.checked_targets(target, batch.size(0)));
   Explanation result;
   for (size_t k = 0; k < out.size(); ++k) result.outputs.emplace_back(m.outputs[k], out[k]);
   result.logits = result.output("logits");
