@@ -20,7 +20,8 @@ from ._version import __version__
 from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
 from .formats.triton import repository_options
-from .graph import Method, build_saliency_graph, contract
+from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract
+from .graph.precision import check_dtype, check_formats
 from .models import ClassifierSpec, Preprocessing, as_spec
 
 FORMAT_VERSION = 1
@@ -38,9 +39,10 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe(spec: ClassifierSpec, method: Method = Method()) -> dict:
-    """Everything the manifest says about a model and the method its graph computes, before any file exists:
-    ``inputs`` and ``outputs`` are the tensor contract with the model's channels, size and classes."""
+def describe(spec: ClassifierSpec, method: Method = Method(), dtype: str = DEFAULT_DTYPE) -> dict:
+    """Everything the manifest says about a model, the method its graph computes and the dtype of its heavy ops
+    (``graph.precision``), before any file exists: ``inputs`` and ``outputs`` are the tensor contract with the
+    model's channels, size and classes (float32 whatever ``dtype`` is)."""
     shape = spec.input_shape
     return {
         "format_version": FORMAT_VERSION,
@@ -51,6 +53,7 @@ def describe(spec: ClassifierSpec, method: Method = Method()) -> dict:
         "input_size": list(shape[1:]),
         "preprocessing": spec.preprocessing.as_dict(),
         "method": method.parameters(),
+        "dtype": dtype,
         "chunk": method.chunk_for(shape),
         "images_per_call": method.images_per_call(shape),
         **contract(shape, len(spec.categories), method.outputs),
@@ -132,6 +135,11 @@ def verified_file(directory: Path, manifest: dict, fmt: str) -> Path:
     return path
 
 
+def dtype_of(manifest: dict) -> str:
+    """The dtype an artifact's graph computes in; manifests from before ``--dtype`` existed are float32's."""
+    return manifest.get("dtype", DEFAULT_DTYPE)
+
+
 def preprocessing_of(manifest: dict) -> Preprocessing:
     return Preprocessing(**manifest["preprocessing"])
 
@@ -140,7 +148,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
            formats: Union[str, Iterable[str]] = ("torchscript",), weights: str = "default",
            image_size: Union[None, int, tuple[int, int]] = None, progress: Progress = lambda message: None,
            triton: Optional[dict] = None, method: Method = Method(), *, categories=None,
-           preprocessing: Union[None, Preprocessing, dict] = None, channels: Optional[int] = None) -> Path:
+           preprocessing: Union[None, Preprocessing, dict] = None, channels: Optional[int] = None,
+           dtype: str = DEFAULT_DTYPE) -> Path:
     """Export ``model``'s saliency graph to an artifact directory and return its path.
 
     Args:
@@ -163,6 +172,9 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         preprocessing: a ``Preprocessing``, or a dict of its fields (resize, crop, mean, std, interpolation)
             replacing the source's.
         channels: the input channels (default: the source's; a module: its first convolution's).
+        dtype: "fp32" (default), "bf16" or "fp16": what the graph's heavy ops compute in (``graph.precision``:
+            the scheme, and which formats run which dtype); inputs and outputs stay float32. Recorded in the
+            manifest.
         triton: settings of the "triton" format (``salrt.formats.triton.REPOSITORY_DEFAULTS``): max_batch,
             max_queue_delay_ms, instance_kind ("gpu" or "cpu"), instances; unused without that format.
 
@@ -171,11 +183,12 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         complete or not at all: files are written to a temporary sibling that is renamed at the end.
 
     Raises:
-        InputError: unknown model, format or weights; an image size under 32; class names that do not match
+        InputError: unknown model, format, dtype or weights; a format that does not run ``dtype``; an image size under 32; class names that do not match
             the logits; an unwritable ``out_dir``; a bad triton setting, or "triton" without tritonclient.
         ExportError: the graph cannot be built or written in a format (the message names the op).
     """
     formats = parse_formats(formats)
+    check_formats(check_dtype(dtype), formats)
     method = method.check()
     options = {"triton": repository_options(triton)} if "triton" in formats else {}  # checked before any work
     out_dir = Path(out_dir)
@@ -188,8 +201,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         progress(f"tracing the saliency graph of {spec.name}")
         with _export_step(f"cannot build the saliency graph of {spec.name}"):
             graph = build_saliency_graph(spec.module, spec.input_shape, method=method,
-                                         mean=spec.preprocessing.mean, std=spec.preprocessing.std)
-        description = describe(spec, method)
+                                         mean=spec.preprocessing.mean, std=spec.preprocessing.std, dtype=dtype)
+        description = describe(spec, method, dtype)
         details = {}
         for fmt in writing_order(formats):
             progress(f"writing {FORMATS[fmt].file}")

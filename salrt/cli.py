@@ -120,6 +120,14 @@ def _model_options(command):
     return with_model
 
 
+def _dtype_option(default):
+    from .graph.precision import DTYPES
+    return click.option("--dtype", type=click.Choice(list(DTYPES)), default=default, show_default=default is not None,
+                        help="what the graph's convolutions and matrix products compute in (inputs and outputs stay "
+                             "float32; the README's dtype table says which formats run which)"
+                             + ("" if default else " [default: fp32; an artifact: the one it was exported with]"))
+
+
 _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, type=click.Choice(BACKENDS),
                                help="auto: the fastest format the artifact holds for the device")
 
@@ -140,9 +148,10 @@ _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, typ
               show_default=True, help=f"triton: where the model runs: {' | '.join(INSTANCE_KINDS)}")
 @click.option("--triton-instances", "instances", type=int, default=REPOSITORY_DEFAULTS["instances"],
               show_default=True, help="triton: model instances (per GPU, for gpu)")
+@_dtype_option("fp32")
 @_method_options
 @_model_options
-def export(model, weights, formats, out_dir, method, model_options, **triton):
+def export(model, weights, formats, out_dir, dtype, method, model_options, **triton):
     """Export MODEL's forward + input-gradient + saliency graph.
 
     MODEL is a torchvision name (resnet50), efficientnet_lite0, timm:NAME, hf:PATH_OR_ID (a save_pretrained
@@ -154,7 +163,7 @@ def export(model, weights, formats, out_dir, method, model_options, **triton):
     from .artifact import export as export_model
     out_dir = out_dir or Path(re.split(r"[:/]", model.rstrip("/"))[-1])
     written = export_model(model, out_dir, formats=formats, weights=weights, progress=_progress, triton=triton,
-                           **({"method": method} if method else {}), **model_options)
+                           dtype=dtype, **({"method": method} if method else {}), **model_options)
     click.echo(f"wrote {written}/ ({', '.join(sorted(p.name for p in written.iterdir()))})")
 
 
@@ -183,10 +192,11 @@ def export(model, weights, formats, out_dir, method, model_options, **triton):
               help="processes decoding images ahead of the model [default: one per core, at most 8]")
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="explain on a `salrt serve` server; SOURCE is then the served model's name")
+@_dtype_option(None)
 @_method_options
 @_model_options
 def explain(source, images, list_files, target, out_dir, backend, device, weights, batch_size, save, index_format,
-            on_error, resume, html, workers, server, method, model_options):
+            on_error, resume, html, workers, server, dtype, method, model_options):
     """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
 
     IMAGES are files, directories (searched recursively for images) or globs (quote them: 'photos/**/*.jpg').
@@ -209,7 +219,7 @@ def explain(source, images, list_files, target, out_dir, backend, device, weight
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
     options = Options(target=target, backend=backend, device=device, weights=weights, batch_size=batch_size,
-                      server=server, method=method, save=parse_save(save), index_format=index_format,
+                      server=server, method=method, dtype=dtype, save=parse_save(save), index_format=index_format,
                       on_error=on_error, resume=resume, html=html, workers=workers,
                       model_options=model_options)
     summary = explain_files(source, list(images), out_dir, options, list_files=list_files, output=click.echo)
