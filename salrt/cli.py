@@ -265,12 +265,14 @@ def serve(artifact_dir, host, http_port, grpc_port, metrics_port, backend, devic
 @click.option("--weights", default="random", show_default=True)
 @click.option("--rounds", default=10, show_default=True, help="timed rounds per backend and batch")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu"]))
+@click.option("--dtype", "dtypes", default="fp32", show_default=True, metavar="DTYPE[,DTYPE...]",
+              help="comma-separated dtypes to time side by side (fp32, bf16, fp16): a row per backend and dtype")
 @click.option("--quick", is_flag=True, help=f"N=1 only, 5 rounds, only {', '.join(QUICK_BACKENDS)} (no compiled formats)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="PNG bar chart")
 @click.option("--cache", type=click.Path(path_type=Path), default=Path(".salrt-bench"), show_default=True,
               help="exported artifacts are kept here and reused by later runs")
-def bench(model, batch, backends, weights, rounds, device, quick, json_path, plot_path, cache):
+def bench(model, batch, backends, weights, rounds, device, dtypes, quick, json_path, plot_path, cache):
     """Time MODEL's saliency on every backend against the naive eager recipe."""
     from . import bench as benchmarks
     backends = [b.strip() for b in backends.split(",") if b.strip()]
@@ -278,7 +280,7 @@ def bench(model, batch, backends, weights, rounds, device, quick, json_path, plo
     if quick:
         batches, rounds, backends = [1], 5, [b for b in backends if b in QUICK_BACKENDS]
     report = benchmarks.benchmark(model, batches, backends, weights=weights, rounds=rounds, cache=cache,
-                                  progress=_progress)
+                                  progress=_progress, dtypes=[d.strip() for d in dtypes.split(",") if d.strip()])
     click.echo(benchmarks.table(report))
     benchmarks.save(report, json_path, plot_path)
 

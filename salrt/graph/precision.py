@@ -176,41 +176,54 @@ def _constant_value(gm: torch.fx.GraphModule, node) -> Optional[torch.Tensor]:
     return None
 
 
+# fp16's range (subnormals from 6e-8, max 65504) misses input gradients (1e-16 in a randomly initialised
+# EfficientNet-B0) and can overflow activations: its activation operands are scaled into [-1, 1] first.
+_SCALED = (torch.float16,)
+
+
 def _cast_input(gm: torch.fx.GraphModule, value, dtype: torch.dtype, emulate: bool, name: str):
-    """``value`` (a node) in ``dtype``: a constant becomes a new constant of that dtype, stored once; an
-    activation gets a cast op."""
+    """(``value`` in ``dtype``, its scale node or None): a constant becomes a new constant of that dtype, stored
+    once; an activation gets a cast op (fp16: after division by its largest magnitude)."""
     constant = _constant_value(gm, value)
     if constant is not None:
         cast = constant.to(dtype)
         gm.register_buffer(name, (cast.float() if emulate else cast).contiguous())
-        return gm.graph.get_attr(name)
-    cast = gm.graph.call_function(aten._to_copy.default, (value,), {"dtype": dtype})
-    return gm.graph.call_function(aten._to_copy.default, (cast,), {"dtype": torch.float32}) if emulate else cast
+        return gm.graph.get_attr(name), None
+    graph, scale = gm.graph, None
+    if dtype in _SCALED:
+        peak = graph.call_function(aten.max.default, (graph.call_function(aten.abs.default, (value,)),))
+        scale = graph.call_function(aten.clamp_min.default, (peak, torch.finfo(torch.float32).tiny))
+        value = graph.call_function(aten.div.Tensor, (value, scale))
+    cast = graph.call_function(aten._to_copy.default, (value,), {"dtype": dtype})
+    if emulate:
+        cast = graph.call_function(aten._to_copy.default, (cast,), {"dtype": torch.float32})
+    return cast, scale
 
 
 def _cast_heavy(gm: torch.fx.GraphModule, node: torch.fx.Node, dtype: torch.dtype, emulate: bool) -> None:
-    """Rewrite one heavy op as: cast inputs, the op without bias, cast to float32, + the float32 bias."""
-    graph = gm.graph
+    """Rewrite one heavy op as: cast inputs, the op without bias, cast to float32, undo the scales, + the
+    float32 bias. Every heavy op is linear in each operand, so op(x / s) * s = op(x)."""
+    graph, prefix = gm.graph, f"{node.name}_{dtype_name(dtype)}"
+    if node.kwargs or (node.target is aten.addmm.default and len(node.args) > 3):
+        return  # addmm's alpha/beta, or keyword arguments this pass does not know: left in float32
     with graph.inserting_before(node):
+        bias, bias_shape = None, None
         if node.target is aten.convolution.default:
             x, weight, bias, *rest = node.args
-            args = (_cast_input(gm, x, dtype, emulate, f"{node.name}_x"),
-                    _cast_input(gm, weight, dtype, emulate, f"{node.name}_{dtype_name(dtype)}_weight"), None, *rest)
-            op, bias_shape = aten.convolution.default, [1, -1] + [1] * (len(rest[0]))
+            operands, op, bias_shape = (x, weight), aten.convolution.default, [1, -1] + [1] * len(rest[0])
         elif node.target is aten.addmm.default:
-            bias, a, b = node.args[:3]
-            if node.kwargs or len(node.args) > 3:
-                return  # addmm with alpha/beta: left in float32
-            args = tuple(_cast_input(gm, v, dtype, emulate, f"{node.name}_{dtype_name(dtype)}_{i}")
-                         for i, v in enumerate((a, b)))
-            op, bias_shape = aten.mm.default, None
+            bias, *operands = node.args
+            op = aten.mm.default
         else:
-            bias, op, bias_shape = None, node.target, None
-            args = tuple(_cast_input(gm, v, dtype, emulate, f"{node.name}_{dtype_name(dtype)}_{i}")
-                         for i, v in enumerate(node.args))
+            operands, op, rest = node.args, node.target, []
+        cast = [_cast_input(gm, v, dtype, emulate, f"{prefix}_{i}") for i, v in enumerate(operands)]
+        args = (*(c for c, _ in cast), None, *rest) if op is aten.convolution.default else tuple(c for c, _ in cast)
         out = graph.call_function(op, args)
         if not emulate:
             out = graph.call_function(aten._to_copy.default, (out,), {"dtype": torch.float32})
+        for _, scale in cast:
+            if scale is not None:
+                out = graph.call_function(aten.mul.Tensor, (out, scale))
         if bias is not None:
             if bias_shape is not None:
                 bias = graph.call_function(aten.reshape.default, (bias, bias_shape))
