@@ -23,7 +23,8 @@ demo: $(STAMP)
 
 # The C++ runtime (cpp/README.md) against the venv's torch wheel: needs cmake, g++ and libssl-dev.
 CPP_BIN := build/cpp/salrt_explain
-$(CPP_BIN): $(STAMP) $(wildcard cpp/CMakeLists.txt cpp/src/*.* cpp/include/salrt/*.h)
+$(CPP_BIN): $(STAMP) $(wildcard cpp/CMakeLists.txt cpp/*.py cpp/src/*.* cpp/include/salrt/*.h) \
+           salrt/_version.py salrt/artifact.py salrt/formats/__init__.py salrt/graph/io.py
 	cmake -S cpp -B build/cpp $(if $(wildcard build/cpp/CMakeCache.txt),,$(if $(shell command -v ninja),-G Ninja)) \
 	      -DPython3_EXECUTABLE=$(abspath $(BIN)/python)
 	cmake --build build/cpp -j $(MAX_JOBS)

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_dtype.py                 # resnet50, timm convnext_tiny and vit_base at 224; README + docs/
     python benchmarks/bench_dtype.py --models resnet18 --size 64 --no-readme   # a quick look
+    python benchmarks/bench_dtype.py --readme-from docs/bench-dtype.json       # README block of a stored run
 
 Per model (random weights, seeded) and scheme:
 - speed: ms per image of the scheme's graph against the float32 graph, both run op by op in PyTorch (what the
@@ -233,7 +234,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-lite0", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where bench-dtype.json goes")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--readme-from", type=Path, default=None, metavar="JSON",
+                        help="only rewrite the README block from a stored run (e.g. docs/bench-dtype.json)")
     args = parser.parse_args(argv)
+    if args.readme_from:
+        report = json.loads(args.readme_from.read_text())
+        update_readme(report, "python benchmarks/bench_dtype.py")
+        return report
     started = time.perf_counter()
     report = {"cpu": cpu_info(), "torch": torch.__version__, "kernel_rates": kernel_rates(), "models": []}
     print(json.dumps({"cpu": report["cpu"], "kernel_rates": report["kernel_rates"]}), flush=True)

@@ -17,11 +17,12 @@ from typing import Callable, Iterable, Optional, Union
 import torch
 
 from ._version import __version__
+from .devices import checked_device
 from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
 from .formats.triton import repository_options
 from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract
-from .graph.precision import check_dtype, check_formats
+from .graph.precision import check_device, check_dtype, check_formats
 from .models import ClassifierSpec, Preprocessing, as_spec
 
 FORMAT_VERSION = 1
@@ -149,7 +150,7 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
            image_size: Union[None, int, tuple[int, int]] = None, progress: Progress = lambda message: None,
            triton: Optional[dict] = None, method: Method = Method(), *, categories=None,
            preprocessing: Union[None, Preprocessing, dict] = None, channels: Optional[int] = None,
-           dtype: str = DEFAULT_DTYPE) -> Path:
+           device: Union[str, torch.device] = "cpu", dtype: str = DEFAULT_DTYPE) -> Path:
     """Export ``model``'s saliency graph to an artifact directory and return its path.
 
     Args:
@@ -172,6 +173,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         preprocessing: a ``Preprocessing``, or a dict of its fields (resize, crop, mean, std, interpolation)
             replacing the source's.
         channels: the input channels (default: the source's; a module: its first convolution's).
+        device: what the compiled formats (aoti, aoti_n1) are compiled for, "cpu" or "cuda" (recorded in their
+            manifest entries; a package loads only there). TorchScript and ONNX run on any device.
         dtype: "fp32" (default), "bf16" or "fp16": what the graph's heavy ops compute in (``graph.precision``:
             the scheme, and which formats run which dtype); inputs and outputs stay float32. Recorded in the
             manifest.
@@ -183,14 +186,20 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         complete or not at all: files are written to a temporary sibling that is renamed at the end.
 
     Raises:
-        InputError: unknown model, format, dtype or weights; a format that does not run ``dtype``; an image size under 32; class names that do not match
-            the logits; an unwritable ``out_dir``; a bad triton setting, or "triton" without tritonclient.
+        InputError: unknown model, format, dtype or weights; a format that does not run ``dtype``; an image size
+            under 32; class names that do not match the logits; an unwritable ``out_dir``; a bad triton setting,
+            or "triton" without tritonclient; a device this machine lacks.
         ExportError: the graph cannot be built or written in a format (the message names the op).
     """
     formats = parse_formats(formats)
     check_formats(check_dtype(dtype), formats)
     method = method.check()
+    device = checked_device(device)
+    for fmt in formats:  # a compiled format runs where it is compiled for: that device must run the dtype
+        if FORMATS[fmt].for_one_device:
+            check_device(dtype, fmt, device.type)
     options = {"triton": repository_options(triton)} if "triton" in formats else {}  # checked before any work
+    options.update({fmt: {"device": device} for fmt in formats if FORMATS[fmt].for_one_device})
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     spec = as_spec(model, weights, categories=categories, preprocessing=preprocessing, channels=channels,

@@ -13,6 +13,7 @@ import click
 from .dataset import DEFAULT_SAVE, ON_ERROR
 from .dataset.index import FORMATS as INDEX_FORMATS
 from .errors import SalrtError
+from .evaluate import RANDOMIZATION_CUTS
 from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
 from .formats.triton import INSTANCE_KINDS, REPOSITORY_DEFAULTS
 from .server.process import QUEUE_DELAY_MS, ServeOptions
@@ -128,6 +129,8 @@ def _dtype_option(default):
                              + ("" if default else " [default: fp32; an artifact: the one it was exported with]"))
 
 
+_DEVICE_HELP = "cpu | cuda[:INDEX] (refused where this machine has no CUDA device)"
+_DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help=_DEVICE_HELP)
 _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, type=click.Choice(BACKENDS),
                                help="auto: the fastest format the artifact holds for the device")
 
@@ -148,10 +151,12 @@ _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, typ
               show_default=True, help=f"triton: where the model runs: {' | '.join(INSTANCE_KINDS)}")
 @click.option("--triton-instances", "instances", type=int, default=REPOSITORY_DEFAULTS["instances"],
               show_default=True, help="triton: model instances (per GPU, for gpu)")
+@click.option("--device", default="cpu", show_default=True,
+              help="what the compiled formats (aoti, aoti_n1) are compiled for: cpu | cuda; the others run anywhere")
 @_dtype_option("fp32")
 @_method_options
 @_model_options
-def export(model, weights, formats, out_dir, dtype, method, model_options, **triton):
+def export(model, weights, formats, out_dir, device, dtype, method, model_options, **triton):
     """Export MODEL's forward + input-gradient + saliency graph.
 
     MODEL is a torchvision name (resnet50), efficientnet_lite0, timm:NAME, hf:PATH_OR_ID (a save_pretrained
@@ -163,7 +168,8 @@ def export(model, weights, formats, out_dir, dtype, method, model_options, **tri
     from .artifact import export as export_model
     out_dir = out_dir or Path(re.split(r"[:/]", model.rstrip("/"))[-1])
     written = export_model(model, out_dir, formats=formats, weights=weights, progress=_progress, triton=triton,
-                           dtype=dtype, **({"method": method} if method else {}), **model_options)
+                           device=device, dtype=dtype,
+                           **({"method": method} if method else {}), **model_options)
     click.echo(f"wrote {written}/ ({', '.join(sorted(p.name for p in written.iterdir()))})")
 
 
@@ -175,7 +181,9 @@ def export(model, weights, formats, out_dir, dtype, method, model_options, **tri
 @click.option("--target", type=int, default=None, help="class to explain (default: the top class)")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("salrt-out"), show_default=True)
 @_BACKEND_OPTION
-@click.option("--device", default="cpu", show_default=True)
+@_DEVICE_OPTION
+@click.option("--cuda-graphs", is_flag=True, help="on CUDA: replay each batch size from a captured CUDA graph "
+                                                   "(less launch overhead at small batches)")
 @click.option("--weights", default="default", show_default=True, help="when SOURCE is a model name")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--save", default=",".join(DEFAULT_SAVE), show_default=True,
@@ -195,8 +203,8 @@ def export(model, weights, formats, out_dir, dtype, method, model_options, **tri
 @_dtype_option(None)
 @_method_options
 @_model_options
-def explain(source, images, list_files, target, out_dir, backend, device, weights, batch_size, save, index_format,
-            on_error, resume, html, workers, server, dtype, method, model_options):
+def explain(source, images, list_files, target, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
+            index_format, on_error, resume, html, workers, server, dtype, method, model_options):
     """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
 
     IMAGES are files, directories (searched recursively for images) or globs (quote them: 'photos/**/*.jpg').
@@ -218,8 +226,9 @@ def explain(source, images, list_files, target, out_dir, backend, device, weight
     if not server and is_model_name_and_artifact(source):
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
-    options = Options(target=target, backend=backend, device=device, weights=weights, batch_size=batch_size,
-                      server=server, method=method, dtype=dtype, save=parse_save(save), index_format=index_format,
+    options = Options(target=target, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
+                      batch_size=batch_size, server=server, method=method, dtype=dtype, save=parse_save(save),
+                      index_format=index_format,
                       on_error=on_error, resume=resume, html=html, workers=workers,
                       model_options=model_options)
     summary = explain_files(source, list(images), out_dir, options, list_files=list_files, output=click.echo)
@@ -236,7 +245,7 @@ def explain(source, images, list_files, target, out_dir, backend, device, weight
 @click.option("--metrics-port", default=_SERVE.metrics_port, show_default=True, help="Prometheus metrics")
 @click.option("--backend", default=_SERVE.backend, show_default=True, type=click.Choice(BACKENDS),
               help="auto: the fastest format the artifact holds for the device")
-@click.option("--device", default=_SERVE.device, show_default=True)
+@click.option("--device", default=_SERVE.device, show_default=True, help=_DEVICE_HELP)
 @click.option("--max-batch", default=_SERVE.max_batch, show_default=True,
               help="the most rows Triton's dynamic batcher joins")
 @click.option("--max-queue-delay-ms", type=float, default=_SERVE.max_queue_delay_ms,
@@ -264,7 +273,7 @@ def serve(artifact_dir, host, http_port, grpc_port, metrics_port, backend, devic
               help="salrt backends to time next to naive (the eager recipe users copy) and forward (no saliency)")
 @click.option("--weights", default="random", show_default=True)
 @click.option("--rounds", default=10, show_default=True, help="timed rounds per backend and batch")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu"]))
+@_DEVICE_OPTION
 @click.option("--dtype", "dtypes", default="fp32", show_default=True, metavar="DTYPE[,DTYPE...]",
               help="comma-separated dtypes to time side by side (fp32, bf16, fp16): a row per backend and dtype")
 @click.option("--quick", is_flag=True, help=f"N=1 only, 5 rounds, only {', '.join(QUICK_BACKENDS)} (no compiled formats)")
@@ -280,7 +289,8 @@ def bench(model, batch, backends, weights, rounds, device, dtypes, quick, json_p
     if quick:
         batches, rounds, backends = [1], 5, [b for b in backends if b in QUICK_BACKENDS]
     report = benchmarks.benchmark(model, batches, backends, weights=weights, rounds=rounds, cache=cache,
-                                  progress=_progress, dtypes=[d.strip() for d in dtypes.split(",") if d.strip()])
+                                  progress=_progress, device=device,
+                                  dtypes=[d.strip() for d in dtypes.split(",") if d.strip()])
     click.echo(benchmarks.table(report))
     benchmarks.save(report, json_path, plot_path)
 
@@ -292,12 +302,16 @@ def bench(model, batch, backends, weights, rounds, device, dtypes, quick, json_p
               help="comma-separated methods (each with its default parameters), or all  [default: all for a "
                    "model name; an artifact's own method]")
 @click.option("--metrics", default="deletion,insertion,randomization", show_default=True)
-@click.option("--steps", default=50, show_default=True, help="deletion/insertion steps")
+@click.option("--perturbation-steps", "--steps", "steps", default=50, show_default=True,
+              help="deletion/insertion steps (--steps: the former name; export's --steps are IG's)")
+@click.option("--randomization-cuts", default=RANDOMIZATION_CUTS, show_default=True,
+              help="model randomization: cascading re-initializations, from the logits layer down")
 @click.option("--weights", default="default", show_default=True, help="for a model name")
 @click.option("--backend", type=click.Choice(BACKENDS), default=AUTO, show_default=True,
               help="for an artifact directory")
+@_DEVICE_OPTION
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("evaluation"), show_default=True)
-def evaluate(source, images, methods, metrics, steps, weights, backend, out_dir):
+def evaluate(source, images, methods, metrics, steps, randomization_cuts, weights, backend, device, out_dir):
     """Score saliency methods on IMAGES: deletion and insertion AUC against a random ranking, and the
     model-randomization check. SOURCE is a model name (every method, run in PyTorch) or an artifact
     directory (its own method, run as deployed; scoring runs the model its manifest names in PyTorch).
@@ -306,7 +320,8 @@ def evaluate(source, images, methods, metrics, steps, weights, backend, out_dir)
     from .evaluate import evaluate as run_evaluation, parse_methods, table
     report = run_evaluation(source, list(images), parse_methods(methods),
                             [m.strip() for m in metrics.split(",") if m.strip()], out_dir, steps=steps,
-                            weights=weights, backend=backend)
+                            randomization_steps=randomization_cuts,
+                            weights=weights, backend=backend, device=device)
     click.echo(table(report))
     click.echo(f"wrote {out_dir}/ (report.json, curves.png, randomization.png, methods.png)")
 

@@ -25,6 +25,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from .devices import checked_device
 from .errors import InputError
 from .graph import METHODS, Method, method_outputs
 from .images import displayed_image, mode_for, open_image, to_batch
@@ -35,6 +36,7 @@ from .runtime import Explainer, load, rebuilt_spec
 METRICS = ("deletion", "insertion", "randomization")
 RANDOM = "random"  # the baseline ranking
 SCORING_BATCH = 32
+RANDOMIZATION_CUTS = 8  # `salrt evaluate`'s default
 SAME_MODEL_TOLERANCE = 1e-3  # relative L2 of an artifact's probabilities to its model's in PyTorch (float32: ~1e-6)
 
 
@@ -45,7 +47,7 @@ def auc(curve: np.ndarray) -> float:
 
 def _probabilities(model: torch.nn.Module, batch: torch.Tensor, target: int) -> np.ndarray:
     with torch.no_grad():
-        return torch.cat([model(part).softmax(1)[:, target] for part in batch.split(SCORING_BATCH)]).numpy()
+        return torch.cat([model(part).softmax(1)[:, target] for part in batch.split(SCORING_BATCH)]).cpu().numpy()
 
 
 def perturbation_curve(model, image: torch.Tensor, ranking: torch.Tensor, target: int, kind: str, steps: int):
@@ -56,9 +58,10 @@ def perturbation_curve(model, image: torch.Tensor, ranking: torch.Tensor, target
     start, finish = (image, torch.zeros_like(image)) if kind == "deletion" else (blurred, image)
     pixels = ranking.numel()
     batch = start.reshape(3, -1).expand(steps + 1, 3, pixels).clone()
-    order = torch.empty(pixels, dtype=torch.long)
-    order[ranking] = torch.arange(pixels)  # the step after which each pixel has changed
-    changed = order.unsqueeze(0) < (torch.arange(steps + 1) * pixels / steps).ceil().long().unsqueeze(1)
+    order = torch.empty(pixels, dtype=torch.long, device=image.device)
+    order[ranking] = torch.arange(pixels, device=image.device)  # the step after which each pixel has changed
+    steps_done = torch.arange(steps + 1, device=image.device)
+    changed = order.unsqueeze(0) < (steps_done * pixels / steps).ceil().long().unsqueeze(1)
     flat_finish = finish.reshape(3, -1)
     batch = torch.where(changed.unsqueeze(1), flat_finish.unsqueeze(0), batch)
     return _probabilities(model, batch.reshape(steps + 1, *image.shape), target)
@@ -96,24 +99,26 @@ def _reinitialized(model: torch.nn.Module, names: list[str]) -> torch.nn.Module:
 
 
 def evaluate(source: str | Path, paths: list[Path], methods: list[Method] | None = None, metrics=METRICS,
-             out_dir: Path = Path("evaluation"), steps: int = 50, randomization_steps: int = 8,
-             weights: str = "default", backend: str = "auto") -> dict:
+             out_dir: Path = Path("evaluation"), steps: int = 50, randomization_steps: int = RANDOMIZATION_CUTS,
+             weights: str = "default", backend: str = "auto", device: str = "cpu") -> dict:
     """Scores ``methods`` on the images with ``metrics``; writes report.json, curves.png, randomization.png and
     methods.png (the maps side by side, labelled) to ``out_dir`` and returns the report.
 
     ``source`` is a model name (``methods`` default to all, run eagerly with ``weights``) or an artifact
-    directory (its own method, run with ``backend``; ``methods``, if given, must be that one)."""
+    directory (its own method, run with ``backend``; ``methods``, if given, must be that one). Everything runs
+    on ``device``."""
+    device = checked_device(device)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise InputError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
     if steps < 1 or randomization_steps < 1:
         raise InputError(f"--steps and the randomization steps must be at least 1, got {steps} and {randomization_steps}")
     images = [open_image(path) for path in paths]  # a bad file fails first, before any model loads
-    spec, artifact, methods = _source(source, methods, weights, backend)
-    model = spec.module.eval()
+    spec, artifact, methods = _source(source, methods, weights, backend, device)
+    model = spec.module.eval().to(device)
     p = artifact.preprocessing if artifact else spec.preprocessing
     images = [open_image(image, mode_for(p.channels)) for image in images]  # the model's channels
-    batch = to_batch(images, p)
+    batch = to_batch(images, p).to(device)
     with torch.no_grad():
         probabilities = model(batch).softmax(1)
     targets = probabilities.argmax(1)
@@ -129,21 +134,22 @@ def evaluate(source: str | Path, paths: list[Path], methods: list[Method] | None
         report["methods"][method.name] = _scores(model, batch, maps[method.name], targets, method, explain, metrics,
                                                  steps, randomization_steps)
     generator = torch.Generator().manual_seed(0)
-    random_maps = torch.rand(batch.shape[0], *p.size, generator=generator)
+    random_maps = torch.rand(batch.shape[0], *p.size, generator=generator).to(device)
     report["methods"][RANDOM] = _scores(model, batch, random_maps, targets, None, None,
                                         [m for m in metrics if m != "randomization"], steps, 0)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     _plot(report, out_dir)
-    _sheet(images, p, maps, report, probabilities, targets).save(out_dir / "methods.png")
+    on_cpu = {name: m.cpu() for name, m in maps.items()}
+    _sheet(images, p, on_cpu, report, probabilities.cpu(), targets.cpu()).save(out_dir / "methods.png")
     return report
 
 
-def _source(source, methods, weights, backend) -> tuple[ClassifierSpec, Explainer | None, list[Method]]:
+def _source(source, methods, weights, backend, device) -> tuple[ClassifierSpec, Explainer | None, list[Method]]:
     """(the model in PyTorch, the artifact's explainer or None, the methods to score)."""
     if is_model_name(source):
         return load_model(source, weights), None, list(methods or [Method(name) for name in METHODS])
-    artifact = load(source, backend, method=methods[0] if methods and len(methods) == 1 else None)
+    artifact = load(source, backend, device, method=methods[0] if methods and len(methods) == 1 else None)
     if methods and len(methods) > 1:
         raise InputError(f"{source} computes one method, {artifact.manifest['method']['name']}: an artifact is "
                          f"scored with its own method only; give a model name to compare several")

@@ -27,6 +27,7 @@ from .dataset.inputs import InputSet, collect
 from .dataset.journal import Journal
 from .dataset.loading import Batch, ImageFiles, batches, default_workers
 from .dataset.outputs import remove_leftover_temporaries, save_npy, save_png
+from .devices import checked_device
 from .errors import InputError
 from .formats import AUTO
 from .graph import Method
@@ -43,6 +44,7 @@ class Options:
     target: Optional[int] = None
     backend: str = AUTO
     device: str = "cpu"
+    cuda_graphs: bool = False           # replay CUDA graphs per batch size (salrt.load's cuda_graphs)
     weights: str = "default"
     batch_size: int = 8
     server: Optional[str] = None        # host:port of `salrt serve`: the model's name is then the source
@@ -124,6 +126,8 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
         raise InputError("--save grad needs the attribution, which a server's image model does not send back")
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
+    if not options.server:
+        checked_device(options.device)  # before the output directory exists
     if "index" in options.save and options.index_format == "parquet":
         index.require_pyarrow()
     inputs.check_outputs_are_distinct(options.save)
@@ -164,7 +168,8 @@ def _load_model(source: str, options: Options) -> _Model:
         return _Model(lambda batch: remote.explain([item.encoded for item in batch.loaded], options.target),
                       remote.preprocessing, _fingerprint(server=options.server, model=source, **described), True)
     explainer = load(source, backend=options.backend, device=options.device, weights=options.weights,
-                     method=options.method, dtype=options.dtype, **options.model_options)
+                     method=options.method, dtype=options.dtype, cuda_graphs=options.cuda_graphs,
+                     **options.model_options)
     return _Model(lambda batch: explainer.explain(batch.images, target=options.target), explainer.preprocessing,
                   _fingerprint(manifest=explainer.manifest, backend=options.backend, **described), False)
 

@@ -12,8 +12,10 @@ import torch
 from . import ops
 from .artifact import (check_digest, describe, dtype_of, is_artifact_dir, preprocessing_of, read_manifest,
                        verified_file)
+from .cuda_graphs import GraphedRun
+from .devices import checked_device
 from .errors import ArtifactError, InputError
-from .formats import AUTO, BY_BACKEND, EAGER, Run, auto_routes, check_backend
+from .formats import AUTO, BY_BACKEND, CUDA_GRAPH_BACKENDS, EAGER, Run, auto_routes, check_backend, runs_on
 from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract_of, image_shape, input_gradient, method_outputs
 from .graph.precision import check_device, check_dtype
 from .graph.io import names
@@ -54,8 +56,8 @@ class Explainer:
     on first use. ``explain`` may be called from many threads."""
 
     def __init__(self, loaders: dict[str, Callable[[], Run]], routes: list[tuple[int, str]], manifest: dict,
-                 device: torch.device):
-        self._loaders = loaders
+                 device: torch.device, cuda_graphs: bool = False):
+        self._loaders = _graphed(loaders, device) if cuda_graphs else loaders
         self._runs: dict[str, Run] = {}
         self._loading = threading.Lock()
         self._routes = sorted(routes)  # [(smallest batch size, backend), ...]
@@ -217,22 +219,10 @@ def _eager_run(module: torch.nn.Module, device: torch.device, manifest: dict) ->
     return run
 
 
-def checked_device(device: Union[str, torch.device]) -> torch.device:
-    """A torch.device salrt runs on here, or InputError."""
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise InputError(str(err)) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' requested but no CUDA GPU is available here; use device='cpu'")
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"unsupported device {device}; use 'cpu' or 'cuda'")
-    return device
-
-
 def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str = AUTO,
          device: Union[str, torch.device] = "cpu", weights: str = "default", method: Optional[Method] = None,
-         digest: Optional[str] = None, dtype: Optional[str] = None, **model_options) -> Explainer:
+         digest: Optional[str] = None, cuda_graphs: bool = False, dtype: Optional[str] = None,
+         **model_options) -> Explainer:
     """An explainer for a model (run eagerly in PyTorch) or an artifact directory.
 
     Args:
@@ -250,6 +240,8 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
         digest: for an artifact: the digest ``salrt info`` printed when it was reviewed; a directory whose
             digest differs is refused before any of its files is loaded (an artifact is code: model.pt2 is a
             shared library loaded into the process, model.pt a TorchScript program).
+        cuda_graphs: on CUDA, replay each batch size's kernels from a CUDA graph captured on its first call
+            (``salrt.cuda_graphs``): less launch overhead at small batches; backends ``CUDA_GRAPH_BACKENDS``.
         dtype: for a model: "fp32" (default), "bf16" or "fp16" (``salrt.graph.precision``: the scheme and where
             each runs); an artifact computes in the dtype it was exported with (another one here is an
             InputError).
@@ -276,13 +268,14 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
         check_device(check_dtype(dtype or DEFAULT_DTYPE), EAGER, device.type)
         spec = as_spec(source, weights, **model_options)
         manifest = describe(spec, (method or Method()).check(), dtype or DEFAULT_DTYPE)
-        return Explainer({EAGER: lambda: _eager_run(spec.module, device, manifest)}, [(1, EAGER)], manifest, device)
+        return Explainer({EAGER: lambda: _eager_run(spec.module, device, manifest)}, [(1, EAGER)], manifest, device,
+                         cuda_graphs)
     if model_options:
         raise InputError(f"{', '.join(model_options)}: for a model only; an artifact has its own")
     if Path(source).is_dir():
         if digest is not None:
             check_digest(Path(source), digest)
-        explainer = _load_artifact(Path(source), backend, device)
+        explainer = _load_artifact(Path(source), backend, device, cuda_graphs)
         if dtype is not None and check_dtype(dtype) != dtype_of(explainer.manifest):
             raise InputError(f"{source} computes in {dtype_of(explainer.manifest)}, not {dtype}: export it with "
                              f"--dtype {dtype}, or load the model by name")
@@ -293,7 +286,7 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
     raise InputError(f"{source} is neither an artifact directory nor a known model name")
 
 
-def _load_artifact(directory: Path, backend: str, device: torch.device) -> Explainer:
+def _load_artifact(directory: Path, backend: str, device: torch.device, cuda_graphs: bool = False) -> Explainer:
     manifest = read_manifest(directory)
     routes = auto_routes(device, manifest["files"]) if backend == AUTO else [(1, backend)]
     for _, name in routes:  # before any file loads: a dtype the runtime does not run on this device
@@ -303,12 +296,30 @@ def _load_artifact(directory: Path, backend: str, device: torch.device) -> Expla
         if name == EAGER:
             loaders[name] = lambda: _eager_run(_rebuilt_model(directory, manifest), device, manifest)
         else:
+            _check_runs_on(directory, manifest["files"].get(BY_BACKEND[name].name), device)
             path = verified_file(directory, manifest, BY_BACKEND[name].name)  # now: a bad file fails the load
             loaders[name] = lambda load=BY_BACKEND[name].load, path=path: load(path, device)
-    explainer = Explainer(loaders, routes, manifest, device)
+    explainer = Explainer(loaders, routes, manifest, device, cuda_graphs)
     if len(explainer.backends) == 1:
         explainer._run(explainer.backend)  # a single backend loads now: load() reports a file its runtime refuses
     return explainer
+
+
+def _graphed(loaders: dict[str, Callable[[], Run]], device: torch.device) -> dict[str, Callable[[], Run]]:
+    """The loaders, each run wrapped in CUDA graph replay (InputError where that cannot work)."""
+    if device.type != "cuda":
+        raise InputError(f"cuda_graphs: for a CUDA device only, not {device}")
+    refused = [name for name in loaders if name not in CUDA_GRAPH_BACKENDS]
+    if refused:
+        raise InputError(f"cuda_graphs: backend {', '.join(refused)} cannot be captured in a CUDA graph (it copies "
+                         f"through the host); choose one of {', '.join(CUDA_GRAPH_BACKENDS)}")
+    return {name: (lambda load=load: GraphedRun(load(), device)) for name, load in loaders.items()}
+
+
+def _check_runs_on(directory: Path, entry: Optional[dict], device: torch.device) -> None:
+    if entry is not None and not runs_on(entry, device):
+        raise ArtifactError(f"{directory / entry['file']} is compiled for {entry['device']}, not {device.type}: load "
+                            f"it with device={entry['device']!r}, or export it again with --device {device.type}")
 
 
 def _rebuilt_model(directory: Path, manifest: dict) -> torch.nn.Module:

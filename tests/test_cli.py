@@ -142,7 +142,7 @@ def test_wrong_tensor_shape_and_targets(exported):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without a GPU")
 def test_cuda_without_gpu_is_a_clear_error(exported):
-    with pytest.raises(InputError, match="no CUDA GPU"):
+    with pytest.raises(InputError, match="no CUDA device"):
         salrt.load(exported("resnet18"), device="cuda")
 
 

@@ -5,6 +5,7 @@ sources; a failed build fails these tests (it never skips them).
 """
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 import salrt
 from salrt.errors import SalrtError
+from salrt.formats import CPP_BACKENDS
 
 from conftest import GRAY_SHAPE, relative_l2
 
@@ -111,6 +113,17 @@ def test_follows_the_manifest_of_a_grayscale_non_square_model(binary, gray_artif
     assert done.returncode == 1 and "takes a float32 [N, 1, 48, 64] tensor, got float32 [1, 3, 48, 64]" in done.stderr
 
 
+def test_refuses_a_package_compiled_for_cuda(binary, gray_artifact, tmp_path):
+    for_cuda = shutil.copytree(gray_artifact, tmp_path / "for-cuda")
+    manifest = json.loads((for_cuda / "manifest.json").read_text())
+    manifest["files"]["aoti_n1"]["device"] = "cuda"
+    (for_cuda / "manifest.json").write_text(json.dumps(manifest))
+    image = save_input(tmp_path / "in.pt", torch.zeros(1, *GRAY_SHAPE))
+    assert_error(run(binary, for_cuda, image, tmp_path / "out.pt", "--backend", "aoti_n1", check=False),
+                 f"{for_cuda / 'model_n1.pt2'} is compiled for cuda, not cpu")
+    assert "compiled for cuda, not cpu" in python_error(lambda: salrt.load(for_cuda, backend="aoti_n1"))
+
+
 def python_error(call) -> str:
     with pytest.raises(SalrtError) as err:
         call()
@@ -163,7 +176,7 @@ def test_artifact_errors_match_python(binary, artifact, tmp_path):
     python_message = python_error(lambda: salrt.load(str(artifact), backend="onnx"))
     assert python_message.startswith("unknown backend 'onnx'")
     assert_error(run(binary, artifact, inp, out, "--backend", "onnx", check=False),
-                 "unknown backend 'onnx'; choose from aoti, aoti_n1, torchscript")
+                 f"unknown backend 'onnx'; choose from {', '.join(CPP_BACKENDS)}")  # cpp/generate_header.py
     assert not out.exists()
 
 
@@ -225,3 +238,14 @@ def test_repeat_prints_latency(binary, artifact, tmp_path, backend):
     assert 0 < float(match[1]) <= float(match[2])
     assert torch.load(tmp_path / "out.pt")[1].tolist() == [3]
 
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concurrent_callers_get_the_single_callers_results(binary, artifact, tmp_path, backend):
+    """explainer.h says an Explainer may be called from several threads at once: 4 threads, 3 calls each."""
+    image = fresh_batch(2)
+    done = run(binary, artifact, save_input(tmp_path / "in.pt", image, torch.tensor([2, -1])),
+               tmp_path / "out.pt", "--backend", backend, "--callers", "4", "--threads", "1")
+    assert "4 concurrent callers: 12 calls, every result identical to the first" in done.stdout, done.stdout
+    expected = salrt.load(artifact, backend=backend).explain(image, target=[2, -1])
+    assert relative_l2(torch.load(tmp_path / "out.pt")[3], expected.grad) <= 1e-5

@@ -120,7 +120,7 @@ def test_fp16_onnx_runs_in_onnxruntime_on_the_cpu(tmp_path, unseen):
 
 @pytest.mark.parametrize("dtype, formats, message", [
     ("bf16", "torchscript,onnx", "not supported for format onnx .*formats that run bf16: torchscript, aoti, aoti_n1"),
-    ("fp16", "aoti", "not supported for format aoti .*formats that run fp16: torchscript, onnx, triton"),
+    ("fp16", "aoti", "fp16 does not run on cpu with aoti .*; aoti runs fp16 on cuda"),
     ("int8", "torchscript", "unknown dtype 'int8'; choose from fp32, bf16, fp16"),
 ])
 def test_export_refuses_a_dtype_a_format_cannot_run(tmp_path, dtype, formats, message):

@@ -117,3 +117,16 @@ def test_an_artifact_is_refused_for_other_methods_or_other_weights(exported, pho
         evaluate(custom, paths, None, ["deletion"], tmp_path / "e")
     with pytest.raises(InputError, match="neither an artifact directory nor a known model name"):
         evaluate(str(tmp_path / "nowhere"), paths, None, ["deletion"], tmp_path / "d")
+
+
+def test_a_faithful_method_beats_the_random_ranking_on_a_pretrained_model(photo_files, tmp_path):
+    """On real photos and the pretrained Lite0, Gradient x Input's ranking removes the evidence faster and
+    restores it faster than a random ranking (docs/evaluation: deletion 0.054 vs 0.080, insertion 0.341 vs
+    0.292 at 50 steps; 0.071 vs 0.084 and 0.33 vs 0.27 at these 20): a metric that scored random maps as well
+    would fail here."""
+    from salrt.evaluate import evaluate, parse_methods
+    report = evaluate("efficientnet_lite0", list(photo_files.values()), parse_methods("input_x_gradient"),
+                      ["deletion", "insertion"], tmp_path, steps=20)
+    method, random = report["methods"]["input_x_gradient"], report["methods"]["random"]
+    assert method["deletion"]["auc"] < random["deletion"]["auc"]
+    assert method["insertion"]["auc"] > 1.1 * random["insertion"]["auc"]

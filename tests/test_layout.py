@@ -7,7 +7,7 @@ import salrt
 PACKAGE = Path(salrt.__file__).parent
 # Lowest first. A module may import its own layer and those below it, never one above.
 LAYERS = [
-    {"errors", "_version", "_torch"},
+    {"errors", "_version", "_torch", "devices", "cuda_graphs"},
     {"models", "images"},
     {"graph", "ops"},
     {"formats"},

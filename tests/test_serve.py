@@ -330,7 +330,7 @@ def test_serve_refuses_bad_options_and_a_missing_artifact(tmp_path, artifact, ph
         TritonServer(tmp_path, options())
     with pytest.raises(salrt.errors.ArtifactError, match="has no aoti artifact"):
         TritonServer(artifact, options(backend="aoti"))
-    with pytest.raises(salrt.errors.InputError, match="no CUDA GPU"):
+    with pytest.raises(salrt.errors.InputError, match="no CUDA device"):
         TritonServer(artifact, options(device="cuda"))
     result = subprocess.run([sys.executable, "-m", "salrt.cli", "explain", "resnet18", "--server",
                              f"127.0.0.1:{free_ports(1)[0]}", str(photo_files["chelsea"])], capture_output=True, text=True)

@@ -14,10 +14,6 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#ifndef SALRT_VERSION
-#define SALRT_VERSION "0.1.0"  // CMake passes the Python package's version (salrt/_version.py)
-#endif
-
 namespace salrt {
 namespace {
 
@@ -183,7 +179,7 @@ void Explainer::Impl::read_manifest() {
   const auto version = manifest.find("format_version");
   if (version == manifest.end() || !version->is_number_integer() || version->get<int64_t>() != kFormatVersion) {
     throw Error(dir + " was written by salrt " + py_str(manifest, "salrt_version", "?") + " in artifact format " +
-                py_str(manifest, "format_version", "None") + "; this salrt " SALRT_VERSION " reads format " +
+                py_str(manifest, "format_version", "None") + "; this salrt " + kVersion + " reads format " +
                 std::to_string(kFormatVersion) + ": export it again");
   }
   try {  // the manifest's shape is salrt's own; a mismatch means the file was edited by hand or damaged
@@ -221,6 +217,10 @@ std::string Explainer::Impl::verified_file() {
   }
   single_image = entry->value("batch", int64_t{0}) == 1;
   std::string path = join(dir, file);
+  const std::string device = entry->value("device", std::string("cpu"));  // what a package was compiled for
+  if (device != "cpu")
+    throw Error(path + " is compiled for " + device + ", not cpu: this runtime runs on the CPU; export it again "
+                       "with --device cpu");
   if (!fs::is_regular_file(path)) throw Error(path + " is missing");
   if (sha256_file(path) != digest)
     throw Error(path + " does not match its manifest (sha256 mismatch): the file is truncated or was modified; "
@@ -233,7 +233,11 @@ Explainer::Explainer(const std::string& artifact_dir, const std::string& backend
     : impl_(std::make_unique<Impl>()) {
   bool known = false;
   for (const char* b : kBackends) known = known || backend == b;
-  if (!known) throw Error("unknown backend '" + backend + "'; choose from aoti, aoti_n1, torchscript");
+  if (!known) {
+    std::string choices;
+    for (const char* b : kBackends) choices += std::string(choices.empty() ? "" : ", ") + b;
+    throw Error("unknown backend '" + backend + "'; choose from " + choices);
+  }
   if (aoti_runners == 0) throw Error("aoti_runners must be 1 or more");
   impl_->dir = display_dir(artifact_dir);
   impl_->backend = backend;

@@ -16,6 +16,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "salrt/explainer.h"
@@ -24,7 +25,7 @@ namespace {
 
 const char* kUsage =
     "usage: salrt_explain ARTIFACT_DIR INPUT OUTPUT [--backend aoti|aoti_n1|torchscript] [--repeat R] [--threads T]\n"
-    "                     [--digest sha256:...]\n"
+    "                     [--callers C] [--digest sha256:...]\n"
     "\n"
     "Explains a batch with a salrt artifact directory (written by `salrt export ... --format aoti,aoti_n1,torchscript`).\n"
     "\n"
@@ -37,6 +38,8 @@ const char* kUsage =
     "                     or torchscript (model.pt)\n"
     "  --repeat R         after 3 warm-up runs, time R runs and print their p50 and p99 latency in ms\n"
     "  --threads T        intra-op threads (at::set_num_threads; default: torch's default)\n"
+    "  --callers C        then C threads explain the same batch at once, 3 times each, on one Explainer (AOTI: C\n"
+    "                     runners); every result must equal the first exactly, else the exit status is 1\n"
     "  --digest D         refuse the directory unless its digest (salrt info) is D, before loading any file\n"
     "  -h, --help         print this help\n"
     "\n"
@@ -123,10 +126,37 @@ double median(std::vector<double> values) {
   return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
+// Calls explain from `callers` threads at once on one Explainer; throws unless every output of every call
+// equals `reference` exactly (the header's thread-safety claim, checked). Returns the number of calls.
+size_t check_concurrent_callers(const salrt::Explainer& explainer, const Batch& batch,
+                                const salrt::Explanation& reference, int callers) {
+  constexpr int kCallsEach = 3;
+  std::vector<std::string> problems(callers);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < callers; ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        for (int i = 0; i < kCallsEach; ++i) {
+          salrt::Explanation result = explainer.explain(batch.image, batch.target);
+          for (size_t k = 0; k < reference.outputs.size(); ++k)
+            if (!at::equal(result.outputs[k].second, reference.outputs[k].second))
+              throw salrt::Error("output " + reference.outputs[k].first + " differs from the single caller's");
+        }
+      } catch (const std::exception& err) {
+        problems[t] = err.what();
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int t = 0; t < callers; ++t)
+    if (!problems[t].empty()) throw salrt::Error("concurrent caller " + std::to_string(t) + ": " + problems[t]);
+  return static_cast<size_t>(callers) * kCallsEach;
+}
+
 int run(int argc, char** argv) {
   std::vector<std::string> positional;
   std::string backend = "aoti", digest;
-  long repeat = 0, threads = 0;
+  long repeat = 0, threads = 0, callers = 0;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -139,13 +169,15 @@ int run(int argc, char** argv) {
       if (eq != std::string::npos) {
         name = arg.substr(0, eq);
         value = arg.substr(eq + 1);
-      } else if (name == "--backend" || name == "--repeat" || name == "--threads" || name == "--digest") {
+      } else if (name == "--backend" || name == "--repeat" || name == "--threads" || name == "--callers" ||
+                 name == "--digest") {
         if (i + 1 >= argc) throw salrt::Error(name + " needs a value (see --help)");
         value = argv[++i];
       }
       if (name == "--backend") backend = value;
       else if (name == "--repeat") repeat = positive_int(name, value);
       else if (name == "--threads") threads = positive_int(name, value);
+      else if (name == "--callers") callers = positive_int(name, value);
       else if (name == "--digest") digest = value;
       else throw salrt::Error("unknown option " + name + " (see --help)");
       continue;
@@ -158,7 +190,7 @@ int run(int argc, char** argv) {
   const std::string &dir = positional[0], &input = positional[1], &output = positional[2];
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
 
-  salrt::Explainer explainer(dir, backend, 1, digest);
+  salrt::Explainer explainer(dir, backend, static_cast<size_t>(std::max(1L, callers)), digest);
   Batch batch = read_input(input);
   salrt::Explanation result = explainer.explain(batch.image, batch.target);
   if (repeat > 0) {
@@ -172,6 +204,10 @@ int run(int argc, char** argv) {
     std::printf("%s %s N=%lld threads=%d: p50 %.2f ms, p99 %.2f ms over %ld runs\n", explainer.model().c_str(),
                 backend.c_str(), static_cast<long long>(batch.image.dim() == 4 ? batch.image.size(0) : 1),
                 at::get_num_threads(), median(ms), percentile(ms, 0.99), repeat);
+  }
+  if (callers > 0) {
+    size_t calls = check_concurrent_callers(explainer, batch, result, static_cast<int>(callers));
+    std::printf("%ld concurrent callers: %zu calls, every result identical to the first\n", callers, calls);
   }
   write_output(output, result);
   for (int64_t i = 0; i < result.used_target.numel(); ++i) {

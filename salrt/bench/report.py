@@ -10,7 +10,8 @@ from typing import Optional
 def table(report: dict) -> str:
     header = (f"{'backend':12} {'dtype':5} {'N':>3} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'ms/img':>8} {'img/s':>7} "
               f"{'GFLOP/s':>8} {'% peak':>6} {'1st ms':>8} {'+RSS MB':>8} {'vs naive':>8} {'÷ fwd':>6}")
-    lines = [f"{report['model']} ({report['weights']} weights, {report['input_size']}px, {report['threads']} threads, "
+    on = report.get("hardware", "?")
+    lines = [f"{report['model']} on {on} ({report['weights']} weights, {report['input_size']}px, {report['threads']} threads, "
              f"forward {report['forward_gflop_per_image']:.1f} GFLOP/img, {report['rounds']} rounds, "
              f"peak {report['peak_gflops']:.0f} GFLOP/s measured in the same run)", header]
     for r in sorted(report["results"], key=lambda r: (r["batch"], r["p50_ms"])):

@@ -1,4 +1,5 @@
-"""AOTInductor: the graph compiled ahead of time for this machine's CPU.
+"""AOTInductor: the graph compiled ahead of time for one device: this machine's CPU, or CUDA GPUs
+(``salrt export --device cuda``; the manifest entry's ``device`` says which, and a package runs only there).
 
 ``model.pt2`` takes any batch size. ``model_n1.pt2`` is specialized to one image and frozen (weights folded
 and pre-packed for that shape): the lowest single-image latency, at the cost of a larger file. The package
@@ -7,6 +8,7 @@ one image at a time.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -18,19 +20,23 @@ from ..graph import exported_program, image_shape
 _LOADS_WITH = "torch._inductor.aoti_load_package (torch only), or AOTIModelPackageLoader in C++"
 
 
-def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
-    _torch.aoti_compile(exported_program(graph, image_shape(description)), str(path))
-    return {"loads_with": _LOADS_WITH, "device": "cpu"}
+def _on(graph: torch.fx.GraphModule, device: torch.device) -> torch.fx.GraphModule:
+    """The graph with its constants on ``device``: a copy, so the other formats still get the CPU graph."""
+    return graph if device.type == "cpu" else copy.deepcopy(graph).to(device)
 
 
-def write_single_image(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
-    _torch.aoti_compile(exported_program(graph, image_shape(description), batch=1), str(path), freeze=True)
-    return {"loads_with": _LOADS_WITH, "device": "cpu", "batch": 1}
+def write(graph: torch.fx.GraphModule, path: Path, description: dict, device: torch.device) -> dict:
+    _torch.aoti_compile(exported_program(_on(graph, device), image_shape(description), device=device), str(path))
+    return {"loads_with": _LOADS_WITH, "device": device.type}
+
+
+def write_single_image(graph: torch.fx.GraphModule, path: Path, description: dict, device: torch.device) -> dict:
+    program = exported_program(_on(graph, device), image_shape(description), batch=1, device=device)
+    _torch.aoti_compile(program, str(path), freeze=True)
+    return {"loads_with": _LOADS_WITH, "device": device.type, "batch": 1}
 
 
 def _package(path: Path, device: torch.device):
-    if device.type != "cpu":
-        raise ArtifactError(f"{path.name} is compiled for the CPU; use backend 'torchscript' on CUDA")
     try:
         return _torch.aoti_load(str(path))
     except Exception as err:  # a package from another torch or machine fails to load in many ways

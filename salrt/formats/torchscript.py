@@ -13,7 +13,7 @@ from .. import _torch
 from ..errors import ArtifactError
 
 aten = torch.ops.aten
-_PYTHON_OPS = (operator.getitem, operator.mul, operator.add, operator.sub, operator.floordiv)
+_PYTHON_OPS = (operator.getitem, operator.mul, operator.add, operator.sub, operator.floordiv, getattr)  # getattr: .device
 
 
 @contextlib.contextmanager

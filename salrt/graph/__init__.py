@@ -16,8 +16,8 @@ from .decompositions import backward_as_forward_ops, forward_rewrites
 from .io import INPUTS, OUTPUTS, as_image_shape, contract, contract_of, image_shape
 from .methods import METHODS, Method, method_outputs
 from .precision import DEFAULT as DEFAULT_DTYPE, DTYPES, SHIPPED, Scheme, apply_precision, check_dtype
-from .passes import (check_no_backward_ops, direct_input_gradient_convolutions, drop_no_op_restrides, fold_batch_norms,
-                     polyphase_narrow_transposed_convolutions)
+from .passes import (check_no_backward_ops, created_on_the_input_device, direct_input_gradient_convolutions,
+                     drop_no_op_restrides, fold_batch_norms, polyphase_narrow_transposed_convolutions)
 from .saliency import input_gradient
 from .trace import example_inputs, exported_program, trace_with_constant_weights
 
@@ -43,5 +43,5 @@ def build_saliency_graph(model: torch.nn.Module, image_shape: Sequence[int], met
                                         example_inputs(image_shape), backward_as_forward_ops())
     check_no_backward_ops(joint)
     joint = polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(joint))
-    # last: the passes above match float32 convolutions with constant weights
-    return apply_precision(joint, scheme or SHIPPED[check_dtype(dtype)])
+    # after the passes above (they match float32 convolutions with constant weights)
+    return created_on_the_input_device(apply_precision(joint, scheme or SHIPPED[check_dtype(dtype)]))

@@ -218,3 +218,20 @@ def check_no_backward_ops(gm: torch.fx.GraphModule) -> None:
     left = sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function" and "backward" in str(n.target)})
     if left:
         raise NotImplementedError(f"no forward-op rewrite for {', '.join(left)}")
+
+
+def created_on_the_input_device(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Tensors the graph creates (the zeros a ReLU mask selects, a one-hot's base) on the image's device.
+
+    Traced on the CPU, each factory call records ``device=cpu``; a TorchScript or eager graph moved to a GPU
+    would then mix CPU and CUDA tensors. Reading the device from the input keeps one file for every device
+    (torch.export, for ONNX and AOTInductor, turns it back into the device it compiles for)."""
+    image = next(node for node in gm.graph.nodes if node.op == "placeholder")
+    with gm.graph.inserting_after(image):
+        device = gm.graph.call_function(getattr, (image, "device"))
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and isinstance(node.kwargs.get("device"), torch.device):
+            node.update_kwarg("device", device)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm

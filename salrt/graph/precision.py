@@ -52,17 +52,20 @@ SHIPPED = {"fp32": None, "bf16": SCHEMES["bf16_backward"],
            "fp16": Scheme("fp16_backward", torch.float16, "backward")}
 
 # Where each dtype runs: {format or "eager": device types}. The one source of the README table and of every
-# refusal (measured on this machine, torch 2.14.1 and onnxruntime 1.32):
+# refusal (measured on this CPU machine, torch 2.14.1 and onnxruntime 1.32; the CUDA entries follow torch's
+# CUDA kernels, which run bf16 and fp16, and are not measured here: no GPU):
 # - bf16: torch runs it on CPU (fast only with avx512_bf16 / AMX) and CUDA. ONNX's Conv has no bfloat16 type
 #   (opset 20: float16, float, double), so the onnx exporter's shape inference refuses the graph.
 # - fp16: torch's x86 CPU fp16 matmul runs at under 1 GFLOP/s (2048^2: 62 s on this AVX2 machine), so torch
 #   formats run fp16 on CUDA only; onnxruntime's CPU provider runs the fp16 ONNX graph (it computes the
 #   fp16 ops it lacks in float32 behind casts of its own).
 SUPPORT = {
-    "fp32": {"eager": ("cpu", "cuda"), "torchscript": ("cpu", "cuda"), "onnx": ("cpu", "cuda"), "aoti": ("cpu",),
-             "aoti_n1": ("cpu",), "triton": ("cpu", "cuda")},
-    "bf16": {"eager": ("cpu", "cuda"), "torchscript": ("cpu", "cuda"), "aoti": ("cpu",), "aoti_n1": ("cpu",)},
-    "fp16": {"eager": ("cuda",), "torchscript": ("cuda",), "onnx": ("cpu",), "triton": ("cpu",)},
+    "fp32": {"eager": ("cpu", "cuda"), "torchscript": ("cpu", "cuda"), "onnx": ("cpu", "cuda"), "aoti": ("cpu", "cuda"),
+             "aoti_n1": ("cpu", "cuda"), "triton": ("cpu", "cuda")},
+    "bf16": {"eager": ("cpu", "cuda"), "torchscript": ("cpu", "cuda"), "aoti": ("cpu", "cuda"),
+             "aoti_n1": ("cpu", "cuda")},
+    "fp16": {"eager": ("cuda",), "torchscript": ("cuda",), "onnx": ("cpu",), "aoti": ("cuda",), "aoti_n1": ("cuda",),
+             "triton": ("cpu",)},
 }
 WHY_NOT = {"bf16": "ONNX's Conv has no bfloat16 type", "fp16": "torch's x86 CPU fp16 kernels run at under 1 GFLOP/s"}
 

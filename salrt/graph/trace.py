@@ -46,13 +46,13 @@ def trace_with_constant_weights(module: torch.nn.Module, fn, inputs: tuple, deco
     return gm
 
 
-def exported_program(graph: torch.fx.GraphModule, image_shape: Sequence[int], batch: Optional[int] = None
-                     ) -> torch.export.ExportedProgram:
-    """The graph as a torch.export program (what the ONNX and AOTI writers take) for [N, *image_shape] images:
-    with a dynamic batch, or specialized to a fixed ``batch`` size."""
+def exported_program(graph: torch.fx.GraphModule, image_shape: Sequence[int], batch: Optional[int] = None,
+                     device: torch.device = torch.device("cpu")) -> torch.export.ExportedProgram:
+    """The graph (its constants on ``device``) as a torch.export program (what the ONNX and AOTI writers take)
+    for [N, *image_shape] images on ``device``: with a dynamic batch, or specialized to a fixed ``batch``."""
     n = batch or TRACE_BATCH
-    image = torch.zeros(n, *as_image_shape(image_shape))
-    target = torch.full((n,), -1, dtype=torch.int64)
+    image = torch.zeros(n, *as_image_shape(image_shape), device=device)
+    target = torch.full((n,), -1, dtype=torch.int64, device=device)
     if batch is not None:
         return torch.export.export(graph, (image, target))
     dynamic = torch.export.Dim("N", min=1, max=65536)

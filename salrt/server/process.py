@@ -21,7 +21,7 @@ from typing import Callable, Optional
 from ..artifact import check_digest
 from ..errors import InputError, SalrtError
 from ..formats import AUTO, check_backend
-from ..runtime import checked_device
+from ..devices import checked_device
 from .repository import pytriton_dir, write_repository
 
 # Clients may infer, read health, metadata, configs and statistics; these stay closed to them (with

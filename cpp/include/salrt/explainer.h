@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "salrt/generated.h"  // kVersion, kFormatVersion, kBackends, kRequiredOutputs
+
 namespace salrt {
 
 // A problem salrt can explain in one sentence: a bad artifact directory, backend or input.
@@ -71,12 +73,6 @@ class Explainer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// The backends this library runs, and the artifact format version it reads.
-inline constexpr const char* kBackends[] = {"aoti", "aoti_n1", "torchscript"};
-inline constexpr int kFormatVersion = 1;
-// The outputs every artifact's graph returns (salrt/graph/io.py's BASE_OUTPUTS); methods may add others.
-inline constexpr const char* kRequiredOutputs[] = {"logits", "used_target", "saliency", "grad"};
 
 // Lower-case hex SHA-256 of a file (throws salrt::Error if it cannot be read).
 std::string sha256_file(const std::string& path);
