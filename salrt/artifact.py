@@ -21,7 +21,8 @@ from .devices import checked_device
 from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
 from .formats.triton import repository_options
-from .graph import Method, build_saliency_graph, contract
+from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract
+from .graph.precision import check_device, check_dtype, check_formats
 from .models import ClassifierSpec, Preprocessing, as_spec
 
 FORMAT_VERSION = 1
@@ -39,9 +40,10 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe(spec: ClassifierSpec, method: Method = Method()) -> dict:
-    """Everything the manifest says about a model and the method its graph computes, before any file exists:
-    ``inputs`` and ``outputs`` are the tensor contract with the model's channels, size and classes."""
+def describe(spec: ClassifierSpec, method: Method = Method(), dtype: str = DEFAULT_DTYPE) -> dict:
+    """Everything the manifest says about a model, the method its graph computes and the dtype of its heavy ops
+    (``graph.precision``), before any file exists: ``inputs`` and ``outputs`` are the tensor contract with the
+    model's channels, size and classes (float32 whatever ``dtype`` is)."""
     shape = spec.input_shape
     return {
         "format_version": FORMAT_VERSION,
@@ -52,6 +54,7 @@ def describe(spec: ClassifierSpec, method: Method = Method()) -> dict:
         "input_size": list(shape[1:]),
         "preprocessing": spec.preprocessing.as_dict(),
         "method": method.parameters(),
+        "dtype": dtype,
         "chunk": method.chunk_for(shape),
         "images_per_call": method.images_per_call(shape),
         **contract(shape, len(spec.categories), method.outputs),
@@ -133,6 +136,11 @@ def verified_file(directory: Path, manifest: dict, fmt: str) -> Path:
     return path
 
 
+def dtype_of(manifest: dict) -> str:
+    """The dtype an artifact's graph computes in; manifests from before ``--dtype`` existed are float32's."""
+    return manifest.get("dtype", DEFAULT_DTYPE)
+
+
 def preprocessing_of(manifest: dict) -> Preprocessing:
     return Preprocessing(**manifest["preprocessing"])
 
@@ -142,7 +150,7 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
            image_size: Union[None, int, tuple[int, int]] = None, progress: Progress = lambda message: None,
            triton: Optional[dict] = None, method: Method = Method(), *, categories=None,
            preprocessing: Union[None, Preprocessing, dict] = None, channels: Optional[int] = None,
-           device: Union[str, torch.device] = "cpu") -> Path:
+           device: Union[str, torch.device] = "cpu", dtype: str = DEFAULT_DTYPE) -> Path:
     """Export ``model``'s saliency graph to an artifact directory and return its path.
 
     Args:
@@ -167,6 +175,9 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         channels: the input channels (default: the source's; a module: its first convolution's).
         device: what the compiled formats (aoti, aoti_n1) are compiled for, "cpu" or "cuda" (recorded in their
             manifest entries; a package loads only there). TorchScript and ONNX run on any device.
+        dtype: "fp32" (default), "bf16" or "fp16": what the graph's heavy ops compute in (``graph.precision``:
+            the scheme, and which formats run which dtype); inputs and outputs stay float32. Recorded in the
+            manifest.
         triton: settings of the "triton" format (``salrt.formats.triton.REPOSITORY_DEFAULTS``): max_batch,
             max_queue_delay_ms, instance_kind ("gpu" or "cpu"), instances; unused without that format.
 
@@ -175,14 +186,18 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         complete or not at all: files are written to a temporary sibling that is renamed at the end.
 
     Raises:
-        InputError: unknown model, format or weights; an image size under 32; class names that do not match
-            the logits; an unwritable ``out_dir``; a bad triton setting, or "triton" without tritonclient; a
-            device this machine lacks.
+        InputError: unknown model, format, dtype or weights; a format that does not run ``dtype``; an image size
+            under 32; class names that do not match the logits; an unwritable ``out_dir``; a bad triton setting,
+            or "triton" without tritonclient; a device this machine lacks.
         ExportError: the graph cannot be built or written in a format (the message names the op).
     """
     formats = parse_formats(formats)
+    check_formats(check_dtype(dtype), formats)
     method = method.check()
     device = checked_device(device)
+    for fmt in formats:  # a compiled format runs where it is compiled for: that device must run the dtype
+        if FORMATS[fmt].for_one_device:
+            check_device(dtype, fmt, device.type)
     options = {"triton": repository_options(triton)} if "triton" in formats else {}  # checked before any work
     options.update({fmt: {"device": device} for fmt in formats if FORMATS[fmt].for_one_device})
     out_dir = Path(out_dir)
@@ -195,8 +210,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         progress(f"tracing the saliency graph of {spec.name}")
         with _export_step(f"cannot build the saliency graph of {spec.name}"):
             graph = build_saliency_graph(spec.module, spec.input_shape, method=method,
-                                         mean=spec.preprocessing.mean, std=spec.preprocessing.std)
-        description = describe(spec, method)
+                                         mean=spec.preprocessing.mean, std=spec.preprocessing.std, dtype=dtype)
+        description = describe(spec, method, dtype)
         details = {}
         for fmt in writing_order(formats):
             progress(f"writing {FORMATS[fmt].file}")

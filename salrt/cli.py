@@ -156,6 +156,14 @@ def _model_options(command):
     return with_model
 
 
+def _dtype_option(default):
+    from .graph.precision import DTYPES
+    return click.option("--dtype", type=click.Choice(list(DTYPES)), default=default, show_default=default is not None,
+                        help="what the graph's convolutions and matrix products compute in (inputs and outputs stay "
+                             "float32; the README's dtype table says which formats run which)"
+                             + ("" if default else " [default: fp32; an artifact: the one it was exported with]"))
+
+
 _DEVICE_HELP = "cpu | cuda[:INDEX] (refused where this machine has no CUDA device)"
 _DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help=_DEVICE_HELP)
 _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, type=click.Choice(BACKENDS),
@@ -180,9 +188,10 @@ _BACKEND_OPTION = click.option("--backend", default=AUTO, show_default=True, typ
               show_default=True, help="triton: model instances (per GPU, for gpu)")
 @click.option("--device", default="cpu", show_default=True,
               help="what the compiled formats (aoti, aoti_n1) are compiled for: cpu | cuda; the others run anywhere")
+@_dtype_option("fp32")
 @_method_options
 @_model_options
-def export(model, weights, formats, out_dir, device, method, model_options, **triton):
+def export(model, weights, formats, out_dir, device, dtype, method, model_options, **triton):
     """Export MODEL's forward + input-gradient + saliency graph.
 
     MODEL is a torchvision name (resnet50), efficientnet_lite0, timm:NAME, hf:PATH_OR_ID (a save_pretrained
@@ -194,7 +203,7 @@ def export(model, weights, formats, out_dir, device, method, model_options, **tr
     from .artifact import export as export_model
     out_dir = out_dir or Path(re.split(r"[:/]", model.rstrip("/"))[-1])
     written = export_model(model, out_dir, formats=formats, weights=weights, progress=_progress, triton=triton,
-                           device=device,
+                           device=device, dtype=dtype,
                            **({"method": method} if method else {}), **model_options)
     click.echo(f"wrote {written}/ ({', '.join(sorted(p.name for p in written.iterdir()))})")
 
@@ -226,10 +235,11 @@ def export(model, weights, formats, out_dir, device, method, model_options, **tr
               help="processes decoding images ahead of the model [default: one per core, at most 8]")
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="explain on a `salrt serve` server; SOURCE is then the served model's name")
+@_dtype_option(None)
 @_method_options
 @_model_options
 def explain(source, images, list_files, target, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
-            index_format, on_error, resume, html, workers, server, method, model_options):
+            index_format, on_error, resume, html, workers, server, dtype, method, model_options):
     """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
 
     IMAGES are files, directories (searched recursively for images) or globs (quote them: 'photos/**/*.jpg').
@@ -252,8 +262,8 @@ def explain(source, images, list_files, target, out_dir, backend, device, cuda_g
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
     options = Options(target=target, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
-                      batch_size=batch_size,
-                      server=server, method=method, save=parse_save(save), index_format=index_format,
+                      batch_size=batch_size, server=server, method=method, dtype=dtype, save=parse_save(save),
+                      index_format=index_format,
                       on_error=on_error, resume=resume, html=html, workers=workers,
                       model_options=model_options)
     summary = explain_files(source, list(images), out_dir, options, list_files=list_files, output=click.echo)
@@ -299,12 +309,14 @@ def serve(artifact_dir, host, http_port, grpc_port, metrics_port, backend, devic
 @click.option("--weights", default="random", show_default=True)
 @click.option("--rounds", default=10, show_default=True, help="timed rounds per backend and batch")
 @_DEVICE_OPTION
+@click.option("--dtype", "dtypes", default="fp32", show_default=True, metavar="DTYPE[,DTYPE...]",
+              help="comma-separated dtypes to time side by side (fp32, bf16, fp16): a row per backend and dtype")
 @click.option("--quick", is_flag=True, help=f"N=1 only, 5 rounds, only {', '.join(QUICK_BACKENDS)} (no compiled formats)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="PNG bar chart")
 @click.option("--cache", type=click.Path(path_type=Path), default=Path(".salrt-bench"), show_default=True,
               help="exported artifacts are kept here and reused by later runs")
-def bench(model, batch, backends, weights, rounds, device, quick, json_path, plot_path, cache):
+def bench(model, batch, backends, weights, rounds, device, dtypes, quick, json_path, plot_path, cache):
     """Time MODEL's saliency on every backend against the naive eager recipe."""
     from . import bench as benchmarks
     backends = [b.strip() for b in backends.split(",") if b.strip()]
@@ -312,7 +324,8 @@ def bench(model, batch, backends, weights, rounds, device, quick, json_path, plo
     if quick:
         batches, rounds, backends = [1], 5, [b for b in backends if b in QUICK_BACKENDS]
     report = benchmarks.benchmark(model, batches, backends, weights=weights, rounds=rounds, cache=cache,
-                                  progress=_progress, device=device)
+                                  progress=_progress, device=device,
+                                  dtypes=[d.strip() for d in dtypes.split(",") if d.strip()])
     click.echo(benchmarks.table(report))
     benchmarks.save(report, json_path, plot_path)
 

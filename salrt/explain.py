@@ -49,6 +49,7 @@ class Options:
     batch_size: int = 8
     server: Optional[str] = None        # host:port of `salrt serve`: the model's name is then the source
     method: Optional[Method] = None
+    dtype: Optional[str] = None         # a model source: fp32 (default), bf16, fp16; an artifact: its own
     save: Sequence[str] = DEFAULT_SAVE  # of SAVE_CHOICES
     index_format: str = "parquet"       # or csv
     on_error: Optional[str] = None      # fail | continue; default: fail for files named one by one
@@ -167,7 +168,8 @@ def _load_model(source: str, options: Options) -> _Model:
         return _Model(lambda batch: remote.explain([item.encoded for item in batch.loaded], options.target),
                       remote.preprocessing, _fingerprint(server=options.server, model=source, **described), True)
     explainer = load(source, backend=options.backend, device=options.device, weights=options.weights,
-                     method=options.method, cuda_graphs=options.cuda_graphs, **options.model_options)
+                     method=options.method, dtype=options.dtype, cuda_graphs=options.cuda_graphs,
+                     **options.model_options)
     return _Model(lambda batch: explainer.explain(batch.images, target=options.target), explainer.preprocessing,
                   _fingerprint(manifest=explainer.manifest, backend=options.backend, **described), False)
 

@@ -10,12 +10,14 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from . import ops
-from .artifact import check_digest, describe, is_artifact_dir, preprocessing_of, read_manifest, verified_file
+from .artifact import (check_digest, describe, dtype_of, is_artifact_dir, preprocessing_of, read_manifest,
+                       verified_file)
 from .cuda_graphs import GraphedRun
 from .devices import checked_device
 from .errors import ArtifactError, InputError
 from .formats import AUTO, BY_BACKEND, CUDA_GRAPH_BACKENDS, EAGER, Run, auto_routes, check_backend, runs_on
-from .graph import Method, contract_of, image_shape, input_gradient, method_outputs
+from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract_of, image_shape, input_gradient, method_outputs
+from .graph.precision import check_device, check_dtype
 from .graph.io import names
 from .images import ImageLike, mode_for, open_image, to_batch
 from .models import ClassifierSpec, as_spec, is_model_name, load_model
@@ -193,9 +195,20 @@ class Explainer:
 
 def _eager_run(module: torch.nn.Module, device: torch.device, manifest: dict) -> Run:
     """The model in PyTorch computing the manifest's method: the saliency method with the fused op, the
-    others with the very functions the exported graphs trace."""
-    module = module.to(device)
+    others with the very functions the exported graphs trace. A reduced dtype runs the exported graph itself
+    (built here, run op by op in PyTorch): its scheme is a rewrite of that graph, so eager computes exactly
+    what every format computes."""
     method = Method.of(manifest)
+    if dtype_of(manifest) != DEFAULT_DTYPE:
+        p = preprocessing_of(manifest)
+        graph = build_saliency_graph(module, p.input_shape, method, p.mean, p.std, dtype=dtype_of(manifest))
+        graph = graph.to(device)
+
+        def run_graph(image: torch.Tensor, target: torch.Tensor):
+            with torch.no_grad():
+                return graph(image, target)
+        return run_graph
+    module = module.to(device)
     if method.name != "saliency":
         p = preprocessing_of(manifest)
         return functools.partial(method_outputs(method, p.input_shape, p.mean, p.std), module)
@@ -208,7 +221,8 @@ def _eager_run(module: torch.nn.Module, device: torch.device, manifest: dict) ->
 
 def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str = AUTO,
          device: Union[str, torch.device] = "cpu", weights: str = "default", method: Optional[Method] = None,
-         digest: Optional[str] = None, cuda_graphs: bool = False, **model_options) -> Explainer:
+         digest: Optional[str] = None, cuda_graphs: bool = False, dtype: Optional[str] = None,
+         **model_options) -> Explainer:
     """An explainer for a model (run eagerly in PyTorch) or an artifact directory.
 
     Args:
@@ -228,6 +242,9 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
             shared library loaded into the process, model.pt a TorchScript program).
         cuda_graphs: on CUDA, replay each batch size's kernels from a CUDA graph captured on its first call
             (``salrt.cuda_graphs``): less launch overhead at small batches; backends ``CUDA_GRAPH_BACKENDS``.
+        dtype: for a model: "fp32" (default), "bf16" or "fp16" (``salrt.graph.precision``: the scheme and where
+            each runs); an artifact computes in the dtype it was exported with (another one here is an
+            InputError).
         model_options: for a model: ``categories``, ``preprocessing``, ``channels``, ``image_size``, as
             ``salrt.export`` takes them.
 
@@ -235,7 +252,8 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
         An ``Explainer``.
 
     Raises:
-        InputError: unknown source, backend or device; weights that do not fit the model.
+        InputError: unknown source, backend, device or dtype; weights that do not fit the model; a dtype the
+            backend does not run on the device.
         ArtifactError: a manifest of another format version, a missing or tampered file, a file its runtime
             cannot load, or a format that does not run on the device.
     """
@@ -247,8 +265,9 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
                              f"then load {str(source) + '/'!r}")
         if digest is not None:
             raise InputError("digest: for an artifact directory only (a model source is not a reviewed file)")
+        check_device(check_dtype(dtype or DEFAULT_DTYPE), EAGER, device.type)
         spec = as_spec(source, weights, **model_options)
-        manifest = describe(spec, (method or Method()).check())
+        manifest = describe(spec, (method or Method()).check(), dtype or DEFAULT_DTYPE)
         return Explainer({EAGER: lambda: _eager_run(spec.module, device, manifest)}, [(1, EAGER)], manifest, device,
                          cuda_graphs)
     if model_options:
@@ -257,6 +276,9 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
         if digest is not None:
             check_digest(Path(source), digest)
         explainer = _load_artifact(Path(source), backend, device, cuda_graphs)
+        if dtype is not None and check_dtype(dtype) != dtype_of(explainer.manifest):
+            raise InputError(f"{source} computes in {dtype_of(explainer.manifest)}, not {dtype}: export it with "
+                             f"--dtype {dtype}, or load the model by name")
         if method is not None and method.check().parameters() != Method.of(explainer.manifest).parameters():
             raise InputError(f"{source} computes {Method.of(explainer.manifest).parameters()}, not "
                              f"{method.parameters()}: export it with that method, or load the model by name")
@@ -267,6 +289,8 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
 def _load_artifact(directory: Path, backend: str, device: torch.device, cuda_graphs: bool = False) -> Explainer:
     manifest = read_manifest(directory)
     routes = auto_routes(device, manifest["files"]) if backend == AUTO else [(1, backend)]
+    for _, name in routes:  # before any file loads: a dtype the runtime does not run on this device
+        check_device(dtype_of(manifest), EAGER if name == EAGER else BY_BACKEND[name].name, device.type)
     loaders = {}
     for name in {route_backend for _, route_backend in routes}:
         if name == EAGER:

@@ -22,6 +22,8 @@ from ..artifact import export, is_artifact_dir
 from ..devices import checked_device, describe, timed
 from ..errors import InputError
 from ..formats import BY_BACKEND, CUDA_GRAPH_BACKENDS, EAGER, MEASURED_BACKENDS
+from ..graph import DEFAULT_DTYPE
+from ..graph.precision import SUPPORT, check_dtype
 from ..graph.saliency import saliency_from_grad
 from ..models import ClassifierSpec, load_model
 from ..runtime import load
@@ -95,31 +97,57 @@ def exporter_fingerprint() -> str:
 
 
 def cached_artifact(spec: ClassifierSpec, formats: list[str], cache: Path, progress,
-                    device: torch.device = torch.device("cpu")) -> Path:
-    """Export once per model, weights, format set, device and exporter code; later runs reuse the directory."""
+                    device: torch.device = torch.device("cpu"), dtype: str = DEFAULT_DTYPE) -> Path:
+    """Export once per model, weights, format set, device, dtype and exporter code; later runs reuse the directory."""
     size = "x".join(map(str, spec.input_shape))
-    key = f"{spec.name}-{spec.weights}-{size}-{'-'.join(sorted(formats))}-{device.type}-{exporter_fingerprint()}"
+    key = (f"{spec.name}-{spec.weights}-{size}-{'-'.join(sorted(formats))}-{device.type}-{dtype}-"
+           f"{exporter_fingerprint()}")
     directory = cache / re.sub(r"[^A-Za-z0-9_.-]+", "_", key)  # timm:NAME, hf:./dir and weight paths as one name
     if not is_artifact_dir(directory):
         progress(f"exporting {spec.name} ({', '.join(formats)}) to {directory}")
-        export(spec, directory, formats=formats, progress=progress, device=device)
+        export(spec, directory, formats=formats, progress=progress, device=device, dtype=dtype)
     return directory
+
+
+def _salrt_candidates(model_name: str, spec: ClassifierSpec, weights: str, backends, dtype: str, cache: Path,
+                      progress, device: torch.device, image_size) -> dict:
+    """{(backend, dtype): a maker of its explain} for the backends that run ``dtype`` on ``device``; on CUDA each
+    capturable backend also replayed from CUDA graphs."""
+    runs_here = {name for name, devices in SUPPORT[dtype].items() if device.type in devices}
+    chosen = [b for b in backends if (b if b == EAGER else BY_BACKEND[b].name) in runs_here]
+    if len(chosen) < len(backends):
+        progress(f"{dtype}: not timed on {', '.join(b for b in backends if b not in chosen)} (it does not run "
+                 f"{dtype} on {device.type}; see salrt.graph.precision.SUPPORT)")
+    formats = [BY_BACKEND[b].name for b in chosen if b in BY_BACKEND]
+    artifact = cached_artifact(spec, formats, cache, progress, device, dtype) if formats else None
+
+    def make(backend: str, cuda_graphs: bool = False) -> Callable[[], Callable[[torch.Tensor], object]]:
+        source, options = (model_name, {"image_size": image_size, "dtype": dtype} if image_size else {"dtype": dtype}) \
+            if backend == EAGER else (artifact, {})
+        return lambda: load(source, backend=backend, weights=weights, device=device, cuda_graphs=cuda_graphs,
+                            **options).explain
+    candidates = {(backend, dtype): make(backend) for backend in chosen}
+    if device.type == "cuda":
+        candidates.update({(backend + GRAPHED, dtype): make(backend, cuda_graphs=True)
+                           for backend in chosen if backend in CUDA_GRAPH_BACKENDS})
+    return candidates
 
 
 def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weights: str = "random",
               rounds: int = 10, warmup: int = 2, cache: Path = Path(".salrt-bench"),
-              progress: Callable[[str], None] = print, device: str = "cpu", image_size=None) -> dict:
-    """Latency per backend and batch size on ``device`` (``image_size``: the model's own by default); returns
-    the JSON-ready report."""
+              progress: Callable[[str], None] = print, device: str = "cpu", image_size=None,
+              dtypes=(DEFAULT_DTYPE,)) -> dict:
+    """Latency per backend, dtype and batch size on ``device`` (``image_size``: the model's own by default);
+    returns the JSON-ready report. A backend that does not run a dtype on the device
+    (``graph.precision.SUPPORT``) is left out of that dtype's rows, with a note."""
     device = checked_device(device)
     unknown = [b for b in backends if b not in MEASURED_BACKENDS]
     if unknown:
         raise InputError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(MEASURED_BACKENDS)}")
+    dtypes = [check_dtype(d) for d in dict.fromkeys(dtypes)]
     spec = load_model(model_name, weights, image_size=image_size)
     shape = spec.input_shape
     height, width = shape[1:]
-    formats = [BY_BACKEND[b].name for b in backends if b in BY_BACKEND]
-    artifact = cached_artifact(spec, formats, cache, progress, device) if formats else None
     spec.module.to(device)
     flops = forward_flops(spec.module, shape, device)
 
@@ -127,18 +155,12 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
     inputs = {n: torch.randn(n, *shape, generator=torch.Generator().manual_seed(n)).to(device) for n in batches}
     naive_model = load_model(model_name, weights, image_size=image_size).module.to(device)  # a copy: the naive recipe makes it trainable
 
-    def salrt_backend(backend: str, cuda_graphs: bool = False) -> Callable[[], Callable[[torch.Tensor], object]]:
-        source, options = (model_name, {"image_size": image_size} if image_size else {}) if backend == EAGER \
-            else (artifact, {})
-        return lambda: load(source, backend=backend, weights=weights, device=device, cuda_graphs=cuda_graphs,
-                            **options).explain
-
-    candidates = {NAIVE: lambda: naive_recipe(naive_model), FORWARD: lambda: forward_only(spec.module),
-                  **{backend: salrt_backend(backend) for backend in backends}}
-    if device.type == "cuda":  # each capturable backend also replayed from CUDA graphs
-        candidates.update({backend + GRAPHED: salrt_backend(backend, cuda_graphs=True)
-                           for backend in backends if backend in CUDA_GRAPH_BACKENDS})
-    for name, make in candidates.items():
+    candidates = {(NAIVE, DEFAULT_DTYPE): lambda: naive_recipe(naive_model),
+                  (FORWARD, DEFAULT_DTYPE): lambda: forward_only(spec.module)}
+    for dtype in dtypes:
+        candidates.update(_salrt_candidates(model_name, spec, weights, backends, dtype, cache, progress, device,
+                                            image_size))
+    for name, make in candidates.items():  # name: (backend, dtype)
         before = _rss_mb()
         run = make()
         first_call_ms[name] = timed(lambda: run(inputs[batches[0]]), device) * 1e3
@@ -156,21 +178,22 @@ def benchmark(model_name: str, batches=(1, 8), backends=MEASURED_BACKENDS, weigh
 
     peak = peak_gflops(device=device)
     results = []
-    for (name, n), samples in times.items():
+    for ((name, dtype), n), samples in times.items():
         p50 = statistics.median(samples)
         results.append({
-            "backend": name, "batch": n, "p50_ms": p50 * 1e3, "p90_ms": percentile(samples, 90) * 1e3,
+            "backend": name, "dtype": dtype, "batch": n, "p50_ms": p50 * 1e3, "p90_ms": percentile(samples, 90) * 1e3,
             "p99_ms": percentile(samples, 99) * 1e3, "ms_per_image": p50 * 1e3 / n, "images_per_s": n / p50,
             "gflops": flops * n * (1 if name == FORWARD else 2) / p50 / 1e9,
             "peak_fraction": flops * n * (1 if name == FORWARD else 2) / p50 / 1e9 / peak,
-            "first_call_ms": first_call_ms[name], "rss_added_mb": rss_added[name],
+            "first_call_ms": first_call_ms[(name, dtype)], "rss_added_mb": rss_added[(name, dtype)],
         })
     for row in results:
-        same_batch = {r["backend"]: r["p50_ms"] for r in results if r["batch"] == row["batch"]}
+        same_batch = {r["backend"]: r["p50_ms"] for r in results if r["batch"] == row["batch"]
+                      and r["dtype"] == DEFAULT_DTYPE}
         row["speedup_vs_naive"] = same_batch[NAIVE] / row["p50_ms"]
         row["cost_vs_forward"] = row["p50_ms"] / same_batch[FORWARD]
     return {"model": model_name, "weights": weights, "input_size": height if height == width else f"{height}x{width}",
             "device": device.type, "hardware": describe(device), "threads": torch.get_num_threads(),
             "forward_gflop_per_image": flops / 1e9, "rounds": rounds, "torch": torch.__version__,
-            "peak_gflops": peak,
+            "peak_gflops": peak, "dtypes": dtypes,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, "results": results}
