@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 
 from salrt import bench
 from salrt.demo import PHOTOS
+from salrt.devices import CPU_FLAGS, cpu_info
 from salrt.evaluate import auc, perturbation_curve, spearman
 from salrt.graph import build_saliency_graph
 from salrt.graph.precision import SCHEMES, SHIPPED, apply_precision, support_table
@@ -42,26 +42,10 @@ from salrt.images import open_image, to_batch
 from salrt.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
-FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
 MODELS = ("resnet50", "timm:convnext_tiny", "timm:vit_base_patch16_224")
 ERROR_IMAGES = 2
 SLOW_GEMM = 0.25  # bf16/float32 GEMM rate under which matmul-heavy models are not timed
 MATMUL = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default)
-
-
-def cpu_info() -> dict:
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model, **{flag: flag in flags for flag in FLAGS},
-            "torch_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
 
 
 def _rate(fn, flops: float, repeats: int = 2) -> float:
@@ -190,7 +174,7 @@ def lite0_faithfulness(steps: int, progress) -> dict:
 
 def tables(report: dict) -> str:
     cpu = report["cpu"]
-    flags = ", ".join(f"{flag} {'yes' if cpu[flag] else 'no'}" for flag in FLAGS)
+    flags = ", ".join(f"{flag} {'yes' if cpu[flag] else 'no'}" for flag in CPU_FLAGS)
     rates = report["kernel_rates"]
     lines = [f"CPU: {cpu['model']} ({flags}; torch capability {cpu['torch_capability']}, {cpu['threads']} threads). "
              f"Kernel rates measured in the run, GFLOP/s: GEMM fp32 {rates['gemm_fp32']:.1f}, bf16 "

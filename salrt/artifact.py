@@ -22,7 +22,7 @@ from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
 from .formats.triton import repository_options
 from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract
-from .graph.precision import check_device, check_dtype, check_formats
+from .graph.precision import check_device, check_dtype, check_formats, numerics
 from .models import ClassifierSpec, Preprocessing, as_spec
 
 FORMAT_VERSION = 1
@@ -216,7 +216,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         for fmt in writing_order(formats):
             progress(f"writing {FORMATS[fmt].file}")
             with _export_step(f"cannot export {spec.name} to {fmt}"):
-                details[fmt] = _write(FORMATS[fmt], graph, staging, description, options.get(fmt, {}))
+                with numerics(dtype):  # AOTInductor picks tf32 kernels only when tf32 is on as it compiles
+                    details[fmt] = _write(FORMATS[fmt], graph, staging, description, options.get(fmt, {}))
         manifest = _with_files(description, staging, details)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -54,8 +54,11 @@ def describe(device: torch.device) -> str:
     return cpu_description()
 
 
-def cpu_description() -> str:
-    """"AMD EPYC ... (AVX2; bf16: none)": what CPU figures depend on (its vector ISA and bf16 support)."""
+CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")  # what bf16/fp16 speed depends on
+
+
+def cpu_info() -> dict:
+    """The CPU's model, which of ``CPU_FLAGS`` it has, torch's vector ISA and thread count."""
     model, flags = "unknown CPU", set()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -67,5 +70,12 @@ def cpu_description() -> str:
                     flags = set(value.split())
     except OSError:
         pass
-    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16", "amx_tile") if flag in flags]
-    return f"{model} ({torch.backends.cpu.get_cpu_capability()}; bf16: {', '.join(bf16) or 'none'})"
+    return {"model": model, **{flag: flag in flags for flag in CPU_FLAGS},
+            "torch_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+
+
+def cpu_description() -> str:
+    """"AMD EPYC ... (AVX2; bf16: none)": what CPU figures depend on (its vector ISA and bf16 support)."""
+    info = cpu_info()
+    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16", "amx_tile") if info[flag]]
+    return f"{info['model']} ({info['torch_capability']}; bf16: {', '.join(bf16) or 'none'})"

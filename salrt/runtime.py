@@ -17,7 +17,7 @@ from .devices import checked_device
 from .errors import ArtifactError, InputError
 from .formats import AUTO, BY_BACKEND, CUDA_GRAPH_BACKENDS, EAGER, Run, auto_routes, check_backend, runs_on
 from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract_of, image_shape, input_gradient, method_outputs
-from .graph.precision import check_device, check_dtype
+from .graph.precision import check_device, check_dtype, numerics
 from .graph.io import names
 from .images import ImageLike, mode_for, open_image, to_batch
 from .models import ClassifierSpec, as_spec, is_model_name, load_model
@@ -57,6 +57,7 @@ class Explainer:
 
     def __init__(self, loaders: dict[str, Callable[[], Run]], routes: list[tuple[int, str]], manifest: dict,
                  device: torch.device, cuda_graphs: bool = False):
+        loaders = _in_numerics(loaders, dtype_of(manifest))
         self._loaders = _graphed(loaders, device) if cuda_graphs else loaders
         self._runs: dict[str, Run] = {}
         self._loading = threading.Lock()
@@ -303,6 +304,16 @@ def _load_artifact(directory: Path, backend: str, device: torch.device, cuda_gra
     if len(explainer.backends) == 1:
         explainer._run(explainer.backend)  # a single backend loads now: load() reports a file its runtime refuses
     return explainer
+
+
+def _in_numerics(loaders: dict[str, Callable[[], Run]], dtype: str) -> dict[str, Callable[[], Run]]:
+    """The loaders, each run called in the mode ``dtype`` computes in (``precision.numerics``: tf32's)."""
+    def in_mode(run: Run) -> Run:
+        def run_in_mode(image: torch.Tensor, target: torch.Tensor):
+            with numerics(dtype):
+                return run(image, target)
+        return run_in_mode
+    return {name: (lambda load=load: in_mode(load())) for name, load in loaders.items()}
 
 
 def _graphed(loaders: dict[str, Callable[[], Run]], device: torch.device) -> dict[str, Callable[[], Run]]:

@@ -141,3 +141,35 @@ def test_a_package_compiled_for_cuda_runs_there_and_is_refused_on_the_cpu(tmp_pa
     assert relative_l2(compiled.grad.cpu(), scripted.grad) < 1e-4
     with pytest.raises(ArtifactError, match="compiled for cuda, not cpu"):
         salrt.load(artifact, backend="aoti")
+
+
+def test_tf32_is_a_cuda_mode_recorded_in_the_manifest_and_refused_on_the_cpu(tmp_path):
+    from salrt.graph.precision import numerics
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with numerics("tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with pytest.raises(InputError, match="--dtype tf32 does not run on cpu with eager"):
+        salrt.load(gray_classifier(), dtype="tf32", image_size=GRAY_SHAPE[1:])
+    with pytest.raises(InputError, match="--dtype tf32 is not supported for format onnx"):
+        salrt.export(gray_classifier(), tmp_path / "onnx", formats="onnx", dtype="tf32")
+    artifact = salrt.export(gray_classifier(), tmp_path / "tf32", formats="torchscript", dtype="tf32",
+                            image_size=GRAY_SHAPE[1:])
+    assert json.loads((artifact / "manifest.json").read_text())["dtype"] == "tf32"
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="--dtype tf32 does not run on cpu with torchscript"):
+            salrt.load(artifact)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype, bound", [("tf32", 1e-2), ("bf16", 5e-2), ("fp16", 5e-2)])
+def test_reduced_precision_on_cuda_stays_near_float64(dtype, bound, tmp_path):
+    model = gray_classifier()
+    images = torch.randn(3, *GRAY_SHAPE, generator=torch.Generator().manual_seed(8))
+    _, _, expected = salrt.graph.input_gradient(gray_classifier().double(), images.double(), torch.tensor([1, -1, 4]))
+    artifact = salrt.export(model, tmp_path / dtype, formats="torchscript", dtype=dtype, image_size=GRAY_SHAPE[1:])
+    for source in (artifact, model):
+        explained = salrt.load(source, device="cuda", dtype=dtype, image_size=GRAY_SHAPE[1:]) if source is model \
+            else salrt.load(source, device="cuda")
+        grad = explained.explain(images, target=[1, -1, 4]).grad.cpu()
+        assert relative_l2(grad, expected) < bound and grad.abs().sum() > 0

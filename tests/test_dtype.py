@@ -13,7 +13,7 @@ from salrt import bench
 from salrt.cli import main as cli
 from salrt.evaluate import spearman
 from salrt.graph import build_saliency_graph
-from salrt.graph.precision import SCHEMES, SUPPORT, apply_precision, support_table
+from salrt.graph.precision import DTYPES, SCHEMES, SUPPORT, apply_precision, support_table
 from salrt.models import load_model
 
 from conftest import reference, relative_l2
@@ -168,4 +168,4 @@ def test_readme_dtype_table_is_the_support_definition():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("<!-- dtype:start -->")[1].split("<!-- dtype:end -->")[0]
     assert support_table() in block
-    assert set(SUPPORT) == {"fp32", "bf16", "fp16"}
+    assert set(SUPPORT) == set(DTYPES)

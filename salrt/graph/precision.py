@@ -23,6 +23,7 @@ score), else *forward*.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Optional
 
@@ -32,7 +33,9 @@ from ..errors import InputError
 
 aten = torch.ops.aten
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# tf32: the float32 graph, its convolutions and matrix products on CUDA's TensorFloat-32 tensor cores (10-bit
+# mantissa inputs, float32 accumulation): not a rewrite of the graph but a mode its runs are in (``numerics``).
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "tf32": torch.float32}
 DEFAULT = "fp32"
 REGIONS = ("all", "mid", "backward", "forward")
 
@@ -49,7 +52,7 @@ SCHEMES = {f"bf16_{region}": Scheme(f"bf16_{region}", torch.bfloat16, region) fo
 # What each --dtype runs (benchmarks/bench_dtype.py measured the candidates): bf16 in the backward only is the
 # one whose maps stay at float32's fidelity (ReLU masks decided in float32); see the README's dtype table.
 SHIPPED = {"fp32": None, "bf16": SCHEMES["bf16_backward"],
-           "fp16": Scheme("fp16_backward", torch.float16, "backward")}
+           "fp16": Scheme("fp16_backward", torch.float16, "backward"), "tf32": None}
 
 # Where each dtype runs: {format or "eager": device types}. The one source of the README table and of every
 # refusal (measured on this CPU machine, torch 2.14.1 and onnxruntime 1.32; the CUDA entries follow torch's
@@ -66,8 +69,24 @@ SUPPORT = {
              "aoti_n1": ("cpu", "cuda")},
     "fp16": {"eager": ("cuda",), "torchscript": ("cuda",), "onnx": ("cpu",), "aoti": ("cuda",), "aoti_n1": ("cuda",),
              "triton": ("cpu",)},
+    "tf32": {"eager": ("cuda",), "torchscript": ("cuda",), "aoti": ("cuda",), "aoti_n1": ("cuda",)},
 }
-WHY_NOT = {"bf16": "ONNX's Conv has no bfloat16 type", "fp16": "torch's x86 CPU fp16 kernels run at under 1 GFLOP/s"}
+WHY_NOT = {"bf16": "ONNX's Conv has no bfloat16 type", "fp16": "torch's x86 CPU fp16 kernels run at under 1 GFLOP/s",
+           "tf32": "TensorFloat-32 is a mode of CUDA's tensor cores; onnxruntime is not run in it"}
+
+
+@contextlib.contextmanager
+def numerics(dtype: str):
+    """The mode a graph of ``dtype`` runs (and AOTInductor compiles) in: TensorFloat-32 for "tf32", else as is."""
+    if dtype != "tf32":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 def check_dtype(dtype: str) -> str:
