@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import tritonclient.grpc as grpc
 import tritonclient.http as http
 
 import salrt
@@ -27,9 +28,11 @@ from salrt.bench.harness import cached_artifact, percentile
 from salrt.formats import BY_BACKEND
 from salrt.models import load_model
 from salrt.server import TENSOR, ServeOptions, TritonServer, free_ports
+from salrt.server.repository import TIMING
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 4, 16)
+PAUSE_S = float(__import__("os").environ.get("PAUSE_S", "0"))
 
 
 def _timed(call) -> float:
@@ -133,6 +136,122 @@ def bench_model(name: str, requests: int, rounds: int) -> dict:
             "c16_throughput_over_in_process_n8": rows[-1]["images_per_s"] / local["n8_images_per_s"]}
 
 
+# What a request costs beyond explain, one variant of the request at a time: protocol, binary or JSON tensor
+# data, and which outputs it asks for (None: all, grad's 600 KB per 224x224 image included).
+VARIANTS = {"http binary, all outputs": (http, True, None),
+            "http binary, saliency+logits": (http, True, ("saliency", "logits")),
+            "http JSON, saliency+logits": (http, False, ("saliency", "logits")),
+            "grpc, all outputs": (grpc, True, None),
+            "grpc, saliency+logits": (grpc, True, ("saliency", "logits"))}
+SERVER_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+class Probe:
+    """One request variant: its client, inputs and outputs, client-side latencies, Triton's statistics
+    deltas summed over the requests, and the ids of its requests (the model logs their ``TIMING``)."""
+
+    def __init__(self, server: TritonServer, image: np.ndarray, module, binary: bool, outputs):
+        self.module, self.model, self.log = module, server.models[TENSOR], server.log
+        self.client = module.InferenceServerClient(
+            server.url if module is http else f"127.0.0.1:{server.options.grpc_port}")
+        self.inputs = [module.InferInput("image", list(image.shape), "FP32")]
+        if module is http:
+            self.inputs[0].set_data_from_numpy(image, binary_data=binary)
+            self.outputs = outputs and [http.InferRequestedOutput(name, binary_data=binary) for name in outputs]
+        else:
+            self.inputs[0].set_data_from_numpy(image)
+            self.outputs = outputs and [grpc.InferRequestedOutput(name) for name in outputs]
+        self.latencies, self.server_ns, self.ids, self.wall_ns = [], {}, [], []
+
+    def request(self, request_id: str) -> None:
+        before = self._statistics()
+        sent_ns, started = time.time_ns(), time.perf_counter()
+        self.client.infer(self.model, self.inputs, outputs=self.outputs, request_id=request_id,
+                          parameters={TIMING: True})
+        self.latencies.append(time.perf_counter() - started)
+        self.wall_ns.append((sent_ns, time.time_ns()))
+        after = self._statistics()
+        while after["count"] == before["count"]:  # Triton counts a request a moment after its response goes
+            time.sleep(0.001)
+            after = self._statistics()
+        for key in after:
+            self.server_ns[key] = self.server_ns.get(key, 0) + after[key] - before[key]
+        self.ids.append(request_id)
+
+    def _statistics(self) -> dict:
+        model = self.client.get_inference_statistics(self.model)
+        stats = (model if self.module is http else _grpc_json(model))["model_stats"][0]["inference_stats"]
+        return {"count": int(stats["success"].get("count", 0)),
+                **{kind: int(stats[kind].get("ns", 0)) for kind in ("success", *SERVER_PHASES)}}
+
+    def summary(self, logged: dict) -> dict:
+        count, laps = len(self.latencies), [logged[request_id] for request_id in self.ids]
+        server = {f"{kind}_ms": ns / 1e6 / count for kind, ns in self.server_ns.items() if kind != "count"}
+        salrt_ms = {key.removeprefix("salrt_").removesuffix("_us") + "_ms": statistics.median(lap[key] for lap in laps)
+                    / 1e3 for key in laps[0] if key.endswith("_us")}
+        # same host, same clock: client send -> execute entered, and execute left -> client has the response
+        salrt_ms["to_execute_ms"] = statistics.median(
+            lap["salrt_entered_ns"] - sent for lap, (sent, _) in zip(laps, self.wall_ns)) / 1e6
+        salrt_ms["from_execute_ms"] = statistics.median(
+            received - lap["salrt_left_ns"] for lap, (_, received) in zip(laps, self.wall_ns)) / 1e6
+        client_ms = percentile(self.latencies, 50) * 1e3
+        return {"p50_ms": client_ms, **server, "outside_server_ms": client_ms - server["success_ms"],
+                "server_framework_ms": server["success_ms"] - sum(server[f"{k}_ms"] for k in SERVER_PHASES),
+                "salrt": salrt_ms, "stub_torch_threads": laps[0]["salrt_torch_threads"]}
+
+
+def logged_timings(log: Path) -> dict:
+    """{request id: {field: int}} from the lines the model logs for ``TIMING`` requests."""
+    timings = {}
+    for line in log.read_text(errors="replace").splitlines():
+        _, found, rest = line.partition(f"{TIMING} ")
+        if found:
+            request_id, *fields = rest.strip('"').split()
+            timings[request_id] = {key: int(value) for key, value in (field.split("=") for field in fields)}
+    return timings
+
+
+def _grpc_json(message) -> dict:
+    from google.protobuf.json_format import MessageToDict
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def breakdown(name: str, rounds: int) -> dict:
+    """Where a concurrency-1 request's milliseconds go: each variant's client latency against Triton's
+    statistics and salrt's own phases, interleaved with the in-process N=1 explain."""
+    spec = load_model(name, "random")
+    artifact = cached_artifact(spec, [f.name for f in BY_BACKEND.values()], ROOT / ".salrt-bench", print)
+    size = spec.preprocessing.crop
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    explainer = salrt.load(artifact)
+    http_port, grpc_port, metrics_port = free_ports(3)
+    with TritonServer(artifact, ServeOptions(http_port=http_port, grpc_port=grpc_port,
+                                             metrics_port=metrics_port)) as server:
+        probes = {variant: Probe(server, image.numpy(), *spec_) for variant, spec_ in VARIANTS.items()}
+        for probe in probes.values():  # warm-up
+            explainer.explain(image), probe.client.infer(probe.model, probe.inputs, outputs=probe.outputs)
+        in_process = []
+        for round_ in range(rounds):
+            for number, probe in enumerate(probes.values()):
+                time.sleep(PAUSE_S)
+                in_process.append(_timed(lambda: explainer.explain(image)))
+                time.sleep(PAUSE_S)
+                probe.request(f"{round_}.{number}")
+        logged = logged_timings(server.log)  # before the server's workspace (the log's folder) goes
+    report = {"model": name, "in_process_n1_p50_ms": statistics.median(in_process) * 1e3,
+              "backend": explainer.backend_for(1), "in_process_torch_threads": torch.get_num_threads(),
+              "variants": {variant: probe.summary(logged) for variant, probe in probes.items()}}
+    print(f"{name}: in-process N=1 p50 {report['in_process_n1_p50_ms']:.1f} ms ({report['backend']}, "
+          f"{report['in_process_torch_threads']} threads)")
+    for variant, row in report["variants"].items():
+        print(f"  {variant:30} p50 {row['p50_ms']:6.1f} (+{row['p50_ms'] - report['in_process_n1_p50_ms']:5.1f}) | "
+              f"outside server {row['outside_server_ms']:5.2f} | framework {row['server_framework_ms']:5.2f} | "
+              + " ".join(f"{k} {row[k + '_ms']:.2f}" for k in SERVER_PHASES) + " | salrt "
+              + " ".join(f"{k} {v:.2f}" for k, v in row["salrt"].items()) + f" | stub threads {row['stub_torch_threads']}",
+              flush=True)
+    return report
+
+
 def table(report: dict) -> str:
     lines = ["| model | concurrency | img/s | p50 ms | p90 ms | p99 ms | errors | queue ms | compute ms | avg batch |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -186,7 +305,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--requests", type=int, default=48, help="timed requests at concurrency 4 (16: at least 128)")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved N=1 pairs (in-process call, request)")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only break a concurrency-1 request's cost down per protocol and outputs (prints it)")
     args = parser.parse_args(argv)
+    if args.breakdown:
+        return {"breakdown": [breakdown(name, args.rounds) for name in args.models.split(",")]}
     report = {"cpus": torch.get_num_threads(), "torch": torch.__version__,
               "models": [bench_model(name, args.requests, args.rounds) for name in args.models.split(",")]}
     (ROOT / "docs").mkdir(exist_ok=True)
