@@ -82,7 +82,7 @@ class TritonPythonModel:
         targets = [target for (_, target), _ in requests]
         # a lone request (every request at concurrency 1) runs as it came: torch.cat would copy it
         batch, target = (images[0], targets[0]) if len(requests) == 1 else (torch.cat(images), torch.cat(targets))
-        produced = self.explainer.explain(batch, target).outputs
+        produced = self.explainer.explain_checked(batch, target).outputs  # _checked checked each request
         wanted = {name for _, names in requests for name in names}
         if self.kind == IMAGE and "saliency" in wanted:
             produced = {**produced, "saliency": _as_uint8(produced["saliency"])}
