@@ -57,8 +57,9 @@ class RemoteExplainer:
             inputs[1].set_data_from_numpy(np.full((len(images), 1), target, dtype=np.int64))
         wanted = [module.InferRequestedOutput(name) for name in _OUTPUTS]  # no more (http: binary by default)
         result = self._call(lambda: self._client.infer(self.model, inputs, outputs=wanted))
-        outputs = {"logits": torch.from_numpy(result.as_numpy("logits")),
-                   "used_target": torch.from_numpy(result.as_numpy("used_target").reshape(-1)),
+        # copies (a few KB): tritonclient's arrays are read-only views of the response
+        outputs = {"logits": torch.from_numpy(result.as_numpy("logits").copy()),
+                   "used_target": torch.from_numpy(result.as_numpy("used_target").reshape(-1).copy()),
                    "saliency": torch.from_numpy(result.as_numpy("saliency")).float() / 255}
         return Explanation(outputs, categories=self.categories, backend=f"triton {self.protocol}://{self.url}")
 
