@@ -181,8 +181,9 @@ def export(model, weights, formats, out_dir, method, model_options, **triton):
 @click.option("--html", is_flag=True, help="also write index.html: a gallery of the overlays")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="processes decoding images ahead of the model [default: one per core, at most 8]")
-@click.option("--server", default=None, metavar="HOST:PORT",
-              help="explain on a `salrt serve` server; SOURCE is then the served model's name")
+@click.option("--server", default=None, metavar="[grpc://]HOST:PORT",
+              help="explain on a `salrt serve` server (HOST:PORT: its HTTP port; grpc://HOST:PORT: its gRPC "
+                   "port); SOURCE is then the served model's name")
 @_method_options
 @_model_options
 def explain(source, images, list_files, target, out_dir, backend, device, weights, batch_size, save, index_format,

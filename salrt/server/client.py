@@ -60,7 +60,7 @@ class RemoteExplainer:
         # copies (a few KB): tritonclient's arrays are read-only views of the response
         outputs = {"logits": torch.from_numpy(result.as_numpy("logits").copy()),
                    "used_target": torch.from_numpy(result.as_numpy("used_target").reshape(-1).copy()),
-                   "saliency": torch.from_numpy(result.as_numpy("saliency")).float() / 255}
+                   "saliency": torch.tensor(result.as_numpy("saliency"), dtype=torch.float32) / 255}
         return Explanation(outputs, categories=self.categories, backend=f"triton {self.protocol}://{self.url}")
 
     def _config(self) -> dict:
