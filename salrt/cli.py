@@ -233,8 +233,9 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @click.option("--html", is_flag=True, help="also write index.html: a gallery of the overlays")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="processes decoding images ahead of the model [default: one per core, at most 8]")
-@click.option("--server", default=None, metavar="HOST:PORT",
-              help="explain on a `salrt serve` server; SOURCE is then the served model's name")
+@click.option("--server", default=None, metavar="[grpc://]HOST:PORT",
+              help="explain on a `salrt serve` server (HOST:PORT: its HTTP port; grpc://HOST:PORT: its gRPC "
+                   "port); SOURCE is then the served model's name")
 @_dtype_option(None)
 @_method_options
 @_model_options

@@ -130,7 +130,11 @@ class Explainer:
             ArtifactError: the first call routed to a backend whose file its runtime refuses (``auto``
                 loads its backends on first use; a single backend loads in ``salrt.load``).
         """
-        batch, targets = self.checked_inputs(images, target)
+        return self.explain_checked(*self.checked_inputs(images, target))
+
+    def explain_checked(self, batch: torch.Tensor, targets: torch.Tensor) -> Explanation:
+        """``explain`` of what ``checked_inputs`` returned, not checked again (a server checks each request
+        alone, then explains them as one batch)."""
         backend = self.backend_for(batch.shape[0])
         run = self._run(backend)
         # a sampling method's memory grows with images x samples per step: large batches go in parts

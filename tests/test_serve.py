@@ -112,6 +112,42 @@ def test_image_model_matches_in_process_on_photos(server, local, photos):
     assert result.as_numpy("saliency").max() == 255
 
 
+@pytest.mark.parametrize("scheme", ["", "http://", "grpc://"])
+def test_remote_explainer_speaks_http_or_grpc_as_the_url_says(server, local, photos, scheme):
+    from salrt.server.client import RemoteExplainer
+    port = server.options.grpc_port if scheme == "grpc://" else server.options.http_port
+    remote = RemoteExplainer(f"{scheme}127.0.0.1:{port}", "resnet18")
+    encoded = encoded_photos(photos)
+    served, expected = remote.explain(encoded, target=504), local.explain(encoded, 504)
+    assert remote.protocol == (scheme.removesuffix("://") or "http") and remote.categories == local.categories
+    assert served.grad is None and served.used_target.tolist() == expected.target.tolist() == [504] * 3
+    assert relative_l2(served.logits, expected.logits) <= 1e-5
+    assert (served.saliency - expected.saliency).abs().max() <= 1 / 255
+
+
+def test_remote_explainer_refuses_an_unknown_scheme():
+    from salrt.server.client import RemoteExplainer
+    with pytest.raises(salrt.errors.InputError, match="grpc://HOST:PORT"):
+        RemoteExplainer("https://127.0.0.1:1", "resnet18")
+
+
+def test_a_request_asking_for_timing_logs_salrt_phases(server):
+    from salrt.server.repository import TIMING
+    image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(13)).numpy()
+    client = grpc.InferenceServerClient(f"127.0.0.1:{server.options.grpc_port}")
+    client.infer("resnet18", tensor_request(grpc, image), outputs=[grpc.InferRequestedOutput("saliency")],
+                 request_id="timed-1", parameters={TIMING: True})
+    client.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and f"{TIMING} timed-1 " not in server.log.read_text(errors="replace"):
+        time.sleep(0.1)
+    line = next(line for line in server.log.read_text(errors="replace").splitlines() if f"{TIMING} timed-1 " in line)
+    fields = dict(field.split("=") for field in line.strip('"').split(f"{TIMING} timed-1 ")[1].strip('"').split())
+    assert set(fields) == {"salrt_check_us", "salrt_explain_us", "salrt_outputs_us", "salrt_respond_us",
+                           "salrt_entered_ns", "salrt_left_ns", "salrt_torch_threads"}
+    assert int(fields["salrt_explain_us"]) > 0 and int(fields["salrt_left_ns"]) > int(fields["salrt_entered_ns"])
+
+
 def test_serves_a_grayscale_non_square_model_with_its_own_classes(gray_artifact, photos):
     """The served configs follow the manifest: image [N,1,48,64] in; photos are decoded to grayscale."""
     local = salrt.load(gray_artifact, backend="onnxruntime")

@@ -13,45 +13,66 @@ from ..runtime import Explanation
 
 
 _OUTPUTS = ("logits", "used_target", "saliency")  # what explain() returns; the server sends nothing else
+PROTOCOLS = ("http", "grpc")  # the URL's scheme; none means http (HOST:PORT is then Triton's HTTP port)
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(protocol, host:port) of ``http://HOST:PORT``, ``grpc://HOST:PORT`` or ``HOST:PORT`` (HTTP)."""
+    scheme, found, address = url.partition("://")
+    if not found:
+        return "http", url
+    if scheme not in PROTOCOLS:
+        raise InputError(f"--server takes HOST:PORT, http://HOST:PORT or grpc://HOST:PORT, got {url!r}")
+    return scheme, address
 
 
 class RemoteExplainer:
-    """Explains encoded photos on a ``salrt serve`` server through its ``<model>_image`` model."""
+    """Explains encoded photos on a ``salrt serve`` server through its ``<model>_image`` model, over HTTP
+    (binary tensor data) or gRPC as the URL says."""
 
     def __init__(self, url: str, model: str):
+        self.protocol, self.url = split_url(url)
         try:
-            import tritonclient.http as http
             from tritonclient.utils import InferenceServerException
+            if self.protocol == "grpc":
+                import tritonclient.grpc as client_module
+            else:
+                import tritonclient.http as client_module
         except ImportError:
             raise InputError("--server needs tritonclient: pip install 'salrt[serve]'") from None
-        self._http, self._error = http, InferenceServerException
-        self.url, self.model = url.removeprefix("http://"), f"{model}_image"
-        self._client = http.InferenceServerClient(self.url)
-        parameters = self._call(lambda: self._client.get_model_config(self.model))["parameters"]
+        self._module, self._error, self.model = client_module, InferenceServerException, f"{model}_image"
+        self._client = client_module.InferenceServerClient(self.url)
+        parameters = self._config()["parameters"]
         self.preprocessing = Preprocessing(**json.loads(parameters["preprocessing"]["string_value"]))
         self.categories: list[str] = json.loads(parameters["categories"]["string_value"])
 
     def explain(self, images: Sequence[bytes], target: Optional[int] = None) -> Explanation:
         """``images``: encoded JPEG/PNG bytes. The map comes back as uint8, so it is within 1/510 of the
         in-process float map; the server's image model returns no gradient (``grad`` is None)."""
-        inputs = [self._http.InferInput("image_bytes", [len(images), 1], "BYTES")]
+        module = self._module
+        inputs = [module.InferInput("image_bytes", [len(images), 1], "BYTES")]
         inputs[0].set_data_from_numpy(np.array([[bytes(image)] for image in images], dtype=np.object_))
         if target is not None:
-            inputs.append(self._http.InferInput("target", [len(images), 1], "INT64"))
+            inputs.append(module.InferInput("target", [len(images), 1], "INT64"))
             inputs[1].set_data_from_numpy(np.full((len(images), 1), target, dtype=np.int64))
-        wanted = [self._http.InferRequestedOutput(name, binary_data=True) for name in _OUTPUTS]  # no more
+        wanted = [module.InferRequestedOutput(name) for name in _OUTPUTS]  # no more (http: binary by default)
         result = self._call(lambda: self._client.infer(self.model, inputs, outputs=wanted))
-        outputs = {"logits": torch.from_numpy(result.as_numpy("logits")),
-                   "used_target": torch.from_numpy(result.as_numpy("used_target").reshape(-1)),
-                   "saliency": torch.from_numpy(result.as_numpy("saliency")).float() / 255}
-        return Explanation(outputs, categories=self.categories, backend=f"triton {self.url}")
+        # copies (a few KB): tritonclient's arrays are read-only views of the response
+        outputs = {"logits": torch.from_numpy(result.as_numpy("logits").copy()),
+                   "used_target": torch.from_numpy(result.as_numpy("used_target").reshape(-1).copy()),
+                   "saliency": torch.tensor(result.as_numpy("saliency"), dtype=torch.float32) / 255}
+        return Explanation(outputs, categories=self.categories, backend=f"triton {self.protocol}://{self.url}")
+
+    def _config(self) -> dict:
+        if self.protocol == "grpc":
+            return self._call(lambda: self._client.get_model_config(self.model, as_json=True))["config"]
+        return self._call(lambda: self._client.get_model_config(self.model))
 
     def _call(self, request):
         try:
             return request()
         except self._error as err:
-            raise SalrtError(f"server {self.url}: {err.message()}") from None
+            raise SalrtError(f"server {self.protocol}://{self.url}: {err.message()}") from None
         except (ConnectionError, OSError) as err:
-            raise SalrtError(f"no salrt server answers at {self.url} ({err.__class__.__name__}); "
+            raise SalrtError(f"no salrt server answers at {self.protocol}://{self.url} ({err.__class__.__name__}); "
                              "start one with `salrt serve ARTIFACT_DIR`") from None
-

@@ -16,6 +16,10 @@ from ..formats import BY_BACKEND
 from ..formats.triton import CPU, concrete_contract, model_config, write_config
 
 TENSOR, IMAGE = "tensor", "image"  # the two kinds of model: graph tensors in, or encoded photos in
+# A request parameter: when true, the model logs (Triton's log, info level) "salrt_timing REQUEST_ID
+# salrt_check_us=... salrt_explain_us=... salrt_outputs_us=... salrt_torch_threads=...": the microseconds
+# salrt's code spent in execute by phase, for benchmarks.
+TIMING = "salrt_timing"
 
 # Imports the serving model from the same sys.path as the process that wrote it: the stub's Python is the
 # interpreter's shared library, which knows nothing of the virtual environment salrt runs from.

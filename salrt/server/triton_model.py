@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 from ..errors import SalrtError
 from ..images import decode, mode_for
 from ..runtime import load
-from .repository import IMAGE
+from .repository import IMAGE, TIMING
 
 
 class TritonPythonModel:
@@ -34,15 +35,25 @@ class TritonPythonModel:
         self.output_names = [output["name"] for output in config["output"]]
 
     def execute(self, requests: list) -> list:
+        laps = _Laps()
         checked = [self._checked(request) for request in requests]
         good = [(inputs, self._wanted(request)) for request, inputs in zip(requests, checked)
                 if not isinstance(inputs, Exception)]
+        laps.lap("check")
         try:
-            rows = iter(self._explain_rows(good) if good else ())
+            produced = self._explain(good) if good else {}
+            laps.lap("explain")
+            rows = iter(self._rows(produced, good))
+            laps.lap("outputs")
         except Exception as err:  # not one request's fault: each request of this batch gets the reason
             return [_error_response(inputs if isinstance(inputs, Exception) else err) for inputs in checked]
-        return [_error_response(inputs) if isinstance(inputs, Exception) else _response(next(rows))
-                for inputs in checked]
+        responses = [_error_response(inputs) if isinstance(inputs, Exception) else _response(next(rows))
+                     for inputs in checked]
+        laps.lap("respond")
+        for request in requests:
+            if _wants_timing(request):
+                laps.log(request)
+        return responses
 
     def _wanted(self, request) -> list[str]:
         """The outputs a request asked for (KServe v2 ``outputs``), in the model's order; all when it names none."""
@@ -65,17 +76,47 @@ class TritonPythonModel:
         except SalrtError as err:
             return err
 
-    def _explain_rows(self, requests: list[tuple[tuple[torch.Tensor, torch.Tensor], list[str]]]) -> list[dict]:
-        """One dict of numpy outputs per request, only those it asked for: the requests run as one batch, split
-        back by row counts (an output nobody asked for, e.g. grad, is neither converted nor copied)."""
-        batch = torch.cat([images for (images, _), _ in requests])
-        targets = torch.cat([target for (_, target), _ in requests])
-        produced = self.explainer.explain(batch, targets).outputs
+    def _explain(self, requests: list[tuple[tuple[torch.Tensor, torch.Tensor], list[str]]]) -> dict:
+        """The requests' rows run as one batch: the outputs any of them asked for, as torch tensors."""
+        images = [images for (images, _), _ in requests]
+        targets = [target for (_, target), _ in requests]
+        # a lone request (every request at concurrency 1) runs as it came: torch.cat would copy it
+        batch, target = (images[0], targets[0]) if len(requests) == 1 else (torch.cat(images), torch.cat(targets))
+        produced = self.explainer.explain_checked(batch, target).outputs  # _checked checked each request
         wanted = {name for _, names in requests for name in names}
         if self.kind == IMAGE and "saliency" in wanted:
             produced = {**produced, "saliency": _as_uint8(produced["saliency"])}
-        parts = {name: produced[name].split([len(images) for (images, _), _ in requests]) for name in wanted}
+        return {name: produced[name] for name in wanted}
+
+    def _rows(self, produced: dict, requests: list) -> list[dict]:
+        """One dict of numpy outputs per request, only those it asked for, split back by row counts (an output
+        nobody asked for, e.g. grad, is neither converted nor copied)."""
+        parts = {name: tensor.split([len(images) for (images, _), _ in requests]) for name, tensor in produced.items()}
         return [{name: parts[name][row].cpu().numpy() for name in names} for row, (_, names) in enumerate(requests)]
+
+
+class _Laps:
+    """Wall time of execute's phases, logged for a request that sets the ``TIMING`` parameter (Triton's own
+    statistics see only execute as a whole; this Python backend's responses carry no parameters)."""
+
+    def __init__(self):
+        # wall clock too: a client on the same host sees how long a request took to reach execute and back
+        self.entered_ns, self.last, self.us = time.time_ns(), time.perf_counter(), {}
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.us[f"salrt_{phase}_us"] = round((now - self.last) * 1e6)
+        self.last = now
+
+    def log(self, request) -> None:
+        # the stub's intra-op threads too: a count other than the in-process one changes compute time
+        fields = {**self.us, "salrt_entered_ns": self.entered_ns, "salrt_left_ns": time.time_ns(),
+                  "salrt_torch_threads": torch.get_num_threads()}
+        pb_utils.Logger.log_info(" ".join([TIMING, request.request_id()] + [f"{k}={v}" for k, v in fields.items()]))
+
+
+def _wants_timing(request) -> bool:
+    return bool(json.loads(request.parameters() or "{}").get(TIMING))
 
 
 def _response(row: dict):
