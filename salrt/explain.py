@@ -27,7 +27,6 @@ from .dataset.inputs import InputSet, collect
 from .dataset.journal import Journal
 from .dataset.loading import Batch, ImageFiles, batches, default_workers
 from .dataset.outputs import remove_leftover_temporaries, save_npy, save_png
-from .devices import checked_device
 from .errors import InputError
 from .formats import AUTO
 from .graph import Method
@@ -101,8 +100,8 @@ def explain_files(source: str, paths: Sequence[Path], out_dir: Path, options: Op
     _check_options(inputs, options, on_error)
     if on_error == "fail":
         _refuse_unreadable(inputs, options.batch_size, workers)
+    model = _load_model(source, options)  # before the output directory exists: a refused model leaves nothing
     _writable(out_dir)
-    model = _load_model(source, options)
     remove_leftover_temporaries(out_dir)
     journal = Journal(out_dir, model.settings, options.resume)
     try:
@@ -126,8 +125,6 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
         raise InputError("--save grad needs the attribution, which a server's image model does not send back")
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
-    if not options.server:
-        checked_device(options.device)  # before the output directory exists
     if "index" in options.save and options.index_format == "parquet":
         index.require_pyarrow()
     inputs.check_outputs_are_distinct(options.save)

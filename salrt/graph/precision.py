@@ -72,7 +72,7 @@ SUPPORT = {
     "tf32": {"eager": ("cuda",), "torchscript": ("cuda",), "aoti": ("cuda",), "aoti_n1": ("cuda",)},
 }
 WHY_NOT = {"bf16": "ONNX's Conv has no bfloat16 type", "fp16": "torch's x86 CPU fp16 kernels run at under 1 GFLOP/s",
-           "tf32": "TensorFloat-32 is a mode of CUDA's tensor cores; onnxruntime is not run in it"}
+           "tf32": "TensorFloat-32 is a mode of CUDA's tensor cores, which salrt sets for torch's kernels only"}
 
 
 @contextlib.contextmanager
