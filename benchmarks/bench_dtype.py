@@ -33,7 +33,7 @@ import torch
 
 from salrt import bench
 from salrt.demo import PHOTOS
-from salrt.devices import CPU_FLAGS, cpu_info
+from salrt.devices import CPU_FLAGS, cpu_info, timed
 from salrt.evaluate import auc, perturbation_curve, spearman
 from salrt.graph import build_saliency_graph
 from salrt.graph.precision import SCHEMES, SHIPPED, apply_precision, support_table
@@ -42,6 +42,7 @@ from salrt.images import open_image, to_batch
 from salrt.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
 MODELS = ("resnet50", "timm:convnext_tiny", "timm:vit_base_patch16_224")
 ERROR_IMAGES = 2
 SLOW_GEMM = 0.25  # bf16/float32 GEMM rate under which matmul-heavy models are not timed
@@ -50,14 +51,8 @@ MATMUL = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.ate
 
 def _rate(fn, flops: float, repeats: int = 2) -> float:
     fn()
-    best = min(_seconds(fn) for _ in range(repeats))
+    best = min(timed(fn, CPU) for _ in range(repeats))
     return flops / best / 1e9
-
-
-def _seconds(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def kernel_rates() -> dict:
@@ -106,7 +101,7 @@ def time_graphs(graphs: dict, shape, rounds: int) -> dict:
             graph(x, target)  # warm-up
         for _ in range(rounds):
             for name, graph in graphs.items():  # interleaved: noise hits every scheme alike
-                samples[name].append(_seconds(lambda: graph(x, target)))
+                samples[name].append(timed(lambda: graph(x, target), CPU))
     return {name: statistics.median(s) * 1e3 for name, s in samples.items()}
 
 
@@ -117,8 +112,8 @@ def bench_model(name: str, size, rounds: int, rates: dict, progress) -> dict:
     base = build_saliency_graph(spec.module, shape)
     matmuls = sum(node.target in MATMUL for node in base.graph.nodes)
     slow_gemm = rates["gemm_bf16"] < SLOW_GEMM * rates["gemm_fp32"]
-    timed = not (slow_gemm and matmuls > 4)
-    graphs = scheme_graphs(base, emulate=not timed)
+    timeable = not (slow_gemm and matmuls > 4)
+    graphs = scheme_graphs(base, emulate=not timeable)
     x = torch.randn(ERROR_IMAGES, *shape, generator=torch.Generator().manual_seed(1234))
     progress(f"{name}: float64 reference")
     reference = float64_grad(spec.module, x)
@@ -126,14 +121,14 @@ def bench_model(name: str, size, rounds: int, rates: dict, progress) -> dict:
     for scheme, graph in graphs.items():
         progress(f"{name}: errors of {scheme}")
         rows[scheme] = {"scheme": scheme, **errors(graph, x, reference),
-                        "numerics": "real" if timed or scheme == "fp32" else "emulated"}
-    if timed:
+                        "numerics": "real" if timeable or scheme == "fp32" else "emulated"}
+    if timeable:
         progress(f"{name}: timing {len(graphs)} graphs, {rounds} rounds")
         ms = time_graphs(graphs, shape, rounds)
         for scheme, row in rows.items():
             row.update(ms_per_image=ms[scheme], speedup_vs_fp32=ms["fp32"] / ms[scheme])
-    return {"model": name, "input_size": list(shape[1:]), "timed": timed, "matmul_ops": matmuls,
-            "not_timed_why": None if timed else (f"bf16 GEMM runs at {rates['gemm_bf16']:.2f} GFLOP/s on this CPU "
+    return {"model": name, "input_size": list(shape[1:]), "timed": timeable, "matmul_ops": matmuls,
+            "not_timed_why": None if timeable else (f"bf16 GEMM runs at {rates['gemm_bf16']:.2f} GFLOP/s on this CPU "
                                                  f"(float32: {rates['gemm_fp32']:.0f}); the graph has {matmuls} "
                                                  "matrix products"),
             "schemes": list(rows.values())}
