@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .dataset import DEFAULT_SAVE, ON_ERROR
+from .dataset import DEFAULT_SAVE, ON_ERROR, RAY_AUTO
 from .dataset.index import FORMATS as INDEX_FORMATS
 from .errors import SalrtError
 from .evaluate import RANDOMIZATION_CUTS
@@ -236,11 +236,21 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @click.option("--server", default=None, metavar="[grpc://]HOST:PORT",
               help="explain on a `salrt serve` server (HOST:PORT: its HTTP port; grpc://HOST:PORT: its gRPC "
                    "port); SOURCE is then the served model's name")
+@click.option("--ray", "ray_address", is_flag=False, flag_value=RAY_AUTO, default=None, metavar="[ADDRESS]",
+              help="run on Ray Data (pip install 'salrt[ray]'): the cluster at ADDRESS, else $RAY_ADDRESS's (set by "
+                   "`ray job submit`), else a Ray instance on this machine; inputs and --out must be on storage "
+                   "every node sees")
+@click.option("--ray-concurrency", type=click.IntRange(min=1), default=None,
+              help="with --ray: actors explaining at once [default: as many as the cluster's CPUs, less one, or "
+                   "its GPUs with --ray-num-gpus, allow]")
+@click.option("--ray-num-gpus", type=click.FloatRange(min=0), default=None,
+              help="with --ray: GPUs per actor [default: 1 with --device cuda, else 0]")
 @_dtype_option(None)
 @_method_options
 @_model_options
 def explain(source, images, list_files, target, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
-            index_format, on_error, resume, html, workers, server, dtype, method, model_options):
+            index_format, on_error, resume, html, workers, server, ray_address, ray_concurrency, ray_num_gpus, dtype,
+            method, model_options):
     """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
 
     IMAGES are files, directories (searched recursively for images) or globs (quote them: 'photos/**/*.jpg').
@@ -266,6 +276,7 @@ def explain(source, images, list_files, target, out_dir, backend, device, cuda_g
                       batch_size=batch_size, server=server, method=method, dtype=dtype, save=parse_save(save),
                       index_format=index_format,
                       on_error=on_error, resume=resume, html=html, workers=workers,
+                      ray=ray_address, ray_concurrency=ray_concurrency, ray_num_gpus=ray_num_gpus,
                       model_options=model_options)
     summary = explain_files(source, list(images), out_dir, options, list_files=list_files, output=click.echo)
     click.echo(summary.line(), err=True)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .dataset import DEFAULT_SAVE, ON_ERROR, SAVE_CHOICES, gallery, index
 from .dataset.inputs import InputSet, collect
 from .dataset.journal import Journal
-from .dataset.loading import Batch, ImageFiles, batches, default_workers
+from .dataset.loading import Batch, ImageFiles, Loaded, batches, default_workers
 from .dataset.outputs import remove_leftover_temporaries, save_npy, save_png
 from .errors import InputError
 from .formats import AUTO
@@ -56,6 +56,9 @@ class Options:
     html: bool = False
     workers: Optional[int] = None       # loading processes; default: one per core, at most 8
     model_options: dict = dataclasses.field(default_factory=dict)  # for a model source: salrt.load's
+    ray: Optional[str] = None           # run on Ray Data: dataset.RAY_AUTO or a cluster's address
+    ray_concurrency: Optional[int] = None  # Ray actors; default: as many as the cluster's CPUs (GPUs) allow
+    ray_num_gpus: Optional[float] = None   # GPUs per actor; default 1 with device cuda, else 0
 
 
 @dataclasses.dataclass
@@ -100,6 +103,9 @@ def explain_files(source: str, paths: Sequence[Path], out_dir: Path, options: Op
     _check_options(inputs, options, on_error)
     if on_error == "fail":
         _refuse_unreadable(inputs, options.batch_size, workers)
+    if options.ray is not None:  # the model loads in Ray's actors, not here
+        from .ray import explain_on_ray
+        return explain_on_ray(source, inputs, _writable(out_dir), options)
     model = _load_model(source, options)  # before the output directory exists: a refused model leaves nothing
     _writable(out_dir)
     remove_leftover_temporaries(out_dir)
@@ -127,7 +133,22 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
     if "index" in options.save and options.index_format == "parquet":
         index.require_pyarrow()
+    if options.ray is not None:
+        _check_ray_options(options)
+    elif options.ray_concurrency is not None or options.ray_num_gpus is not None:
+        raise InputError("--ray-concurrency and --ray-num-gpus go with --ray")
     inputs.check_outputs_are_distinct(options.save)
+
+
+def _check_ray_options(options: Options) -> None:
+    from .ray import require_ray
+    refused = {"--server": options.server, "--resume": options.resume, "--index-format csv":
+               "index" in options.save and options.index_format == "csv"}
+    for flag, given in refused.items():
+        if given:
+            raise InputError(f"{flag} is for runs on this machine; --ray writes the index with Ray Data's "
+                             f"write_parquet and loads the model in its own actors")
+    require_ray()
 
 
 def _refuse_unreadable(inputs: InputSet, batch_size: int, workers: int) -> None:
@@ -226,36 +247,44 @@ class _Writer:
             self._thread.shutdown()
 
     def _write(self, batch: Batch, result: Optional[Explanation]) -> None:
-        entries = []
-        if result is not None:
-            probabilities = result.logits.float().softmax(1)
-            for j, (loaded, top) in enumerate(zip(batch.loaded, result.top(5))):
-                item = self.inputs.inputs[loaded.position]
-                outputs = {name: self._write_file(kind, self.out_dir / name, loaded, result, j)
-                           for kind, name in self.inputs.outputs(item, self.save)}
-                target = int(result.target[j])
-                row = {"path": item.relative, "width": loaded.size[0], "height": loaded.size[1],
-                       "class_index": target, "class_name": result.categories[target],
-                       "probability": float(probabilities[j, target]),
-                       "top5": [{"index": i, "name": name, "probability": p} for i, name, p in top],
-                       "files": list(outputs), "backend": result.backend, "error": None}
-                entries.append((loaded.position, item, loaded.stat, outputs, row))
-        for loaded in batch.failed:
-            item = self.inputs.inputs[loaded.position]
-            entries.append((loaded.position, item, None, {}, _failed_row(item.relative, loaded.error)))
-        self.journal.record(entries)
+        inputs = self.inputs.inputs
+        written = write_results(batch, result, self.out_dir,
+                                relative=lambda position: inputs[position].relative,
+                                outputs=lambda position: self.inputs.outputs(inputs[position], self.save))
+        self.journal.record([(loaded.position, inputs[loaded.position], loaded.stat, files, row)
+                             for loaded, files, row in written])
 
-    @staticmethod
-    def _write_file(kind: str, path: Path, loaded, result: Explanation, j: int) -> tuple[int, int]:
-        saliency = result.saliency[j]
-        if kind == "saliency.png":
-            return save_png(path, heatmap(saliency))
-        if kind == "overlay.png":
-            return save_png(path, overlay(Image.fromarray(loaded.shown.numpy()), saliency))
-        if kind == "saliency.npy":  # in [0, 1]: float16 keeps 3 significant digits at half the bytes
-            return save_npy(path, saliency.to(torch.float16).cpu().numpy())
-        # the attribution stays float32: input gradients are often far below float16's smallest normal (6e-5)
-        return save_npy(path, result.grad[j].float().cpu().numpy())
+
+def write_results(batch: Batch, result: Optional[Explanation], out_dir: Path, relative: Callable[[int], str],
+                  outputs: Callable[[int], list[tuple[str, str]]]) -> list[tuple[Loaded, dict, dict]]:
+    """Writes the files of each image of ``batch`` (``outputs(position)``: their kinds and names under
+    ``out_dir``) and returns (image, {file: (bytes, mtime_ns)}, its index row) for each, failed ones last."""
+    written = []
+    if result is not None:
+        probabilities = result.logits.float().softmax(1)
+        for j, (loaded, top) in enumerate(zip(batch.loaded, result.top(5))):
+            files = {name: _write_file(kind, out_dir / name, loaded, result, j)
+                     for kind, name in outputs(loaded.position)}
+            target = int(result.target[j])
+            row = {"path": relative(loaded.position), "width": loaded.size[0], "height": loaded.size[1],
+                   "class_index": target, "class_name": result.categories[target],
+                   "probability": float(probabilities[j, target]),
+                   "top5": [{"index": i, "name": name, "probability": p} for i, name, p in top],
+                   "files": list(files), "backend": result.backend, "error": None}
+            written.append((loaded, files, row))
+    return written + [(loaded, {}, _failed_row(relative(loaded.position), loaded.error)) for loaded in batch.failed]
+
+
+def _write_file(kind: str, path: Path, loaded: Loaded, result: Explanation, j: int) -> tuple[int, int]:
+    saliency = result.saliency[j]
+    if kind == "saliency.png":
+        return save_png(path, heatmap(saliency))
+    if kind == "overlay.png":
+        return save_png(path, overlay(Image.fromarray(loaded.shown.numpy()), saliency))
+    if kind == "saliency.npy":  # in [0, 1]: float16 keeps 3 significant digits at half the bytes
+        return save_npy(path, saliency.to(torch.float16).cpu().numpy())
+    # the attribution stays float32: input gradients are often far below float16's smallest normal (6e-5)
+    return save_npy(path, result.grad[j].float().cpu().numpy())
 
 
 def _failed_row(relative: str, error: str) -> dict:

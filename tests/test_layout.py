@@ -13,7 +13,7 @@ LAYERS = [
     {"formats"},
     {"artifact"},
     {"runtime"},
-    {"render", "dataset", "explain", "evaluate", "bench", "server", "cli", "demo", "__init__"},
+    {"render", "dataset", "explain", "evaluate", "bench", "server", "ray", "cli", "demo", "__init__"},
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -46,7 +46,8 @@ def write_index(rows: Iterable[dict], path: Path, index_format: str) -> None:
     write_atomically(path, lambda file: write(rows, file))
 
 
-def _schema():
+def schema():
+    """The index's arrow schema: COLUMNS with their types."""
     import pyarrow as pa
     top = pa.struct([("index", pa.int64()), ("name", pa.string()), ("probability", pa.float64())])
     return pa.schema([("path", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
@@ -58,11 +59,11 @@ def _schema():
 def _write_parquet(rows: Iterable[dict], file) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    schema = _schema()
+    columns = schema()
     rows = iter(rows)
-    with pq.ParquetWriter(file, schema) as writer:
+    with pq.ParquetWriter(file, columns) as writer:
         while chunk := list(itertools.islice(rows, ROW_GROUP)):
-            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+            writer.write_table(pa.Table.from_pylist(chunk, schema=columns))
 
 
 def _write_csv(rows: Iterable[dict], file) -> None:

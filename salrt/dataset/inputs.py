@@ -45,9 +45,11 @@ class InputSet:
     def outputs(self, item: Input, save: Iterable[str]) -> list[tuple[str, str]]:
         """(kind, file name relative to --out) of each file ``item`` writes for the --save choices; kind is
         one of OUTPUT_KINDS' "saliency.png", "overlay.png", "saliency.npy", "grad.npy"."""
-        base = Path(item.relative).stem if self.named_one_by_one else item.relative
-        return [(f"{kind}{suffix}", f"{base}_{kind}{suffix}") for choice in OUTPUT_KINDS if choice in save
-                for kind, suffix in OUTPUT_KINDS[choice]]
+        return output_names(self.output_base(item), save)
+
+    def output_base(self, item: Input) -> str:
+        """What ``item``'s output names start with: its relative path, or its stem for files named one by one."""
+        return Path(item.relative).stem if self.named_one_by_one else item.relative
 
     def check_outputs_are_distinct(self, save: Iterable[str]) -> None:
         """InputError naming the first two inputs that would write the same file."""
@@ -59,6 +61,13 @@ class InputSet:
                 if first is not item:
                     raise InputError(f"{first.path} and {item.path} would both write {name}; name their directory "
                                      f"instead (outputs then mirror the input tree), or rename one")
+
+
+def output_names(base: str, save: Iterable[str]) -> list[tuple[str, str]]:
+    """(kind, file name) of each output of the input whose outputs are named ``base`` (its relative path, or
+    its stem when files are named one by one)."""
+    return [(f"{kind}{suffix}", f"{base}_{kind}{suffix}") for choice in OUTPUT_KINDS if choice in save
+            for kind, suffix in OUTPUT_KINDS[choice]]
 
 
 def collect(paths: Sequence[Path], list_files: Sequence[str] = (), out_dir: Optional[Path] = None) -> InputSet:

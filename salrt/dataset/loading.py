@@ -11,7 +11,7 @@ import dataclasses
 import io
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -65,22 +65,36 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> Loaded:
         position = self.positions[i]
-        path = self.paths[position]
-        try:
-            data = read_file(path)
-            stat = os.stat(path)
-            picture = decode(io.BytesIO(data), str(path))
-            # the model's channels: grayscale for 1 (a model with 2 or 4+ takes tensors: every file fails so)
-            mode = mode_for(self.preprocessing.channels) if self.preprocessing is not None else "RGB"
-        except (InputError, OSError) as err:
-            return Loaded(position, error=str(err) if isinstance(err, InputError) else f"{path}: {err.strerror}")
-        loaded = Loaded(position, size=picture.size, stat=(stat.st_size, stat.st_mtime_ns))
-        if self.preprocessing is not None:
-            loaded.image = to_batch([open_image(picture, mode)], self.preprocessing)[0]
-            if self.keep_shown:
-                loaded.shown = torch.from_numpy(np.array(displayed_image(picture, self.preprocessing).convert("RGB")))
-            loaded.encoded = data if self.keep_encoded else None
-        return loaded
+        return load_image(position, Path(self.paths[position]), self.preprocessing, self.keep_shown,
+                          self.keep_encoded)
+
+
+def load_image(position: int, source: Union[Path, bytes, np.ndarray], preprocessing: Optional[Preprocessing],
+               keep_shown: bool = True, keep_encoded: bool = False, name: str = "image bytes") -> Loaded:
+    """One image from a file, its encoded bytes (``name`` then names it in errors) or a decoded HW(C) uint8
+    array, as ``ImageFiles`` and the Ray stage hand it to the model; never raises for a bad image."""
+    try:
+        data, stat = None, None
+        if isinstance(source, np.ndarray):
+            picture = open_image(source)
+        else:
+            if isinstance(source, Path):
+                data, name = read_file(source), str(source)
+                stat = os.stat(source)
+            else:
+                data = bytes(source)
+            picture = decode(io.BytesIO(data), name)
+        # the model's channels: grayscale for 1 (a model with 2 or 4+ takes tensors: every file fails so)
+        mode = mode_for(preprocessing.channels) if preprocessing is not None else "RGB"
+    except (InputError, OSError) as err:
+        return Loaded(position, error=str(err) if isinstance(err, InputError) else f"{name}: {err.strerror}")
+    loaded = Loaded(position, size=picture.size, stat=(stat.st_size, stat.st_mtime_ns) if stat else None)
+    if preprocessing is not None:
+        loaded.image = to_batch([open_image(picture, mode)], preprocessing)[0]
+        if keep_shown:
+            loaded.shown = torch.from_numpy(np.array(displayed_image(picture, preprocessing).convert("RGB")))
+        loaded.encoded = data if keep_encoded else None
+    return loaded
 
 
 def _collate(items: list[Loaded]) -> Batch:
