@@ -55,6 +55,7 @@ class Options:
     resume: bool = False
     html: bool = False
     workers: Optional[int] = None       # loading processes; default: one per core, at most 8
+    jpeg_draft: bool = False            # decode JPEGs reduced to what the model's resize needs (faster, not exact)
     model_options: dict = dataclasses.field(default_factory=dict)  # for a model source: salrt.load's
     ray: Optional[str] = None           # run on Ray Data: dataset.RAY_AUTO or a cluster's address
     ray_concurrency: Optional[int] = None  # Ray actors; default: as many as the cluster's CPUs (GPUs) allow
@@ -127,6 +128,8 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
         raise InputError(f"--index-format is one of {', '.join(index.FORMATS)}, got {options.index_format!r}")
     if options.html and "png" not in options.save:
         raise InputError("--html shows the overlays: add png to --save")
+    if options.server and options.jpeg_draft:
+        raise InputError("--jpeg-draft changes how salrt decodes; with --server the server decodes the files")
     if options.server and "grad" in options.save:
         raise InputError("--save grad needs the attribution, which a server's image model does not send back")
     if options.batch_size < 1:
@@ -179,7 +182,7 @@ class _Model:
 
 
 def _load_model(source: str, options: Options) -> _Model:
-    described = {"target": options.target, "save": sorted(options.save)}
+    described = {"target": options.target, "save": sorted(options.save), "jpeg_draft": options.jpeg_draft}
     if options.server:
         from .server.client import RemoteExplainer
         remote = RemoteExplainer(options.server, source)
@@ -200,7 +203,8 @@ def _explain(inputs: InputSet, todo: list[int], model: _Model, journal: Journal,
              on_error: str, workers: int, output: Callable[[str], None]) -> int:
     """Runs the model over the inputs at ``todo``; returns how many of them failed to load."""
     files = ImageFiles([item.path for item in inputs.inputs], todo, model.preprocessing,
-                       keep_shown="png" in options.save, keep_encoded=model.needs_encoded)
+                       keep_shown="png" in options.save, keep_encoded=model.needs_encoded,
+                       jpeg_draft=options.jpeg_draft)
     failed = 0
     bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), desc="explaining", unit="img",
                disable=len(inputs) <= 1, leave=False, smoothing=0.05)

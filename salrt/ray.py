@@ -64,16 +64,17 @@ class Explain:
         save: of "png" (heatmap and overlay), "npy" (float16 map), "grad" (float32 attribution).
         root: paths are made relative to it for the ``path`` column and the file names.
         maps: return the ``saliency`` column.
+        jpeg_draft: decode JPEGs reduced to what the model's resize needs (``salrt.images.decode_reduced``).
         load_options: more arguments of ``salrt.load`` (backend, device, weights, dtype, cuda_graphs, method).
     """
 
     def __init__(self, source: str, *, target: Optional[int] = None, out: Optional[str] = None,
                  save: Sequence[str] = (), root: Optional[str] = None, maps: bool = True,
-                 load_options: Optional[dict] = None):
+                 jpeg_draft: bool = False, load_options: Optional[dict] = None):
         if save and out is None:
             raise InputError(f"save={list(save)} writes files: give out, the directory they go under")
         self.explainer = load(source, **(load_options or {}))
-        self.target, self.save, self.maps = target, tuple(save), maps
+        self.target, self.save, self.maps, self.jpeg_draft = target, tuple(save), maps, jpeg_draft
         self.out = Path(out) if out is not None else None
         self.root = PurePosixPath(root) if root else None
 
@@ -101,7 +102,8 @@ class Explain:
     def _load(self, column, source: str, names: list[str]) -> Batch:
         preprocessing = self.explainer.preprocessing
         loaded = [load_image(i, Path(value) if source == "path" else value, preprocessing,
-                             keep_shown="png" in self.save, name=names[i]) for i, value in enumerate(column)]
+                             keep_shown="png" in self.save, name=names[i] or "image bytes", jpeg_draft=self.jpeg_draft)
+                  for i, value in enumerate(column)]
         return Batch([item for item in loaded if item.error is None], [item for item in loaded if item.error])
 
     def _row_path(self, batch: dict, i: int) -> Optional[str]:
@@ -163,6 +165,7 @@ def _explained(ray, source: str, inputs: InputSet, out_dir: Path, options: Optio
               "output_base": inputs.output_base(item)}
              for item in inputs.inputs]
     stage = {"source": source, "target": options.target, "out": str(out_dir.resolve()), "maps": False,
+             "jpeg_draft": options.jpeg_draft,
              "save": [choice for choice in options.save if choice != "index"],
              "load_options": {"backend": options.backend, "device": options.device, "weights": options.weights,
                               "method": options.method, "dtype": options.dtype, "cuda_graphs": options.cuda_graphs,

@@ -254,7 +254,37 @@ def test_options_that_cannot_work_are_refused_before_anything_runs(tmp_path, tre
     out = tmp_path / "maps"
     for options, message in ((Options(html=True, save=("npy",)), "--html shows the overlays: add png to --save"),
                              (Options(server="localhost:1", save=("grad",)), "--save grad needs the attribution"),
-                             (Options(batch_size=0), "--batch-size must be at least 1")):
+                             (Options(batch_size=0), "--batch-size must be at least 1"),
+                             (Options(server="localhost:1", jpeg_draft=True), "with --server the server decodes")):
         with pytest.raises(InputError, match=message):
             explain_files(str(artifact), [tree], out, options)
     assert not out.exists()
+
+
+def test_jpeg_draft_decodes_reduced_but_records_the_files_size_and_keeps_the_map(tmp_path, photos, artifact):
+    """--jpeg-draft: a 2400x1800 JPEG is decoded at 1/8 (300x225 still holds twice the short side of 73 px the
+    64 px model resizes to); a PNG in full. The index keeps the file's size; the map stays close to the exact one."""
+    from salrt.images import decode_reduced, needed_size
+    big = Image.fromarray(photos["astronaut"]).resize((2400, 1800), Image.BICUBIC)
+    root = tmp_path / "big"
+    root.mkdir()
+    big.save(root / "photo.jpg", quality=92)
+    big.save(root / "photo.png")
+    preprocessing = salrt.load(artifact).preprocessing
+    with open(root / "photo.jpg", "rb") as file:
+        reduced, size = decode_reduced(file, "photo.jpg", at_least=needed_size(preprocessing))
+    assert size == (2400, 1800) and reduced.size == (300, 225)
+    with open(root / "photo.png", "rb") as file:
+        assert decode_reduced(file, "photo.png", at_least=needed_size(preprocessing))[0].size == (2400, 1800)
+
+    maps, rows = {}, {}
+    for draft in (False, True):
+        out = tmp_path / f"draft-{draft}"
+        explain_files(str(artifact), [root], out, Options(save=("npy", "index"), jpeg_draft=draft))
+        rows[draft] = read_index(out / "results.parquet")
+        maps[draft] = {name: np.load(out / f"{name}_saliency.npy").astype(np.float32) for name in ("photo.jpg", "photo.png")}
+    assert [(row["width"], row["height"]) for row in rows[True]] == [(2400, 1800)] * 2  # the file's, not the draft's
+    assert np.array_equal(maps[True]["photo.png"], maps[False]["photo.png"])  # not a JPEG: decoded in full
+    exact, drafted = maps[False]["photo.jpg"].ravel(), maps[True]["photo.jpg"].ravel()
+    assert not np.array_equal(exact, drafted) and drafted.max() > 0
+    assert np.corrcoef(exact, drafted)[0, 1] > 0.9

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
-from ..images import decode, displayed_image, mode_for, open_image, read_file, to_batch
+from ..images import decode_reduced, displayed_image, mode_for, needed_size, open_image, read_file, to_batch
 from ..models import Preprocessing
 
 PREFETCH_BATCHES = 2  # per worker: enough to keep the model busy, few enough to bound memory
@@ -56,9 +56,10 @@ class ImageFiles(Dataset):
     drawn on; ``keep_encoded``: also the file's bytes."""
 
     def __init__(self, paths: Sequence[Path], positions: Sequence[int], preprocessing: Optional[Preprocessing],
-                 keep_shown: bool = True, keep_encoded: bool = False):
+                 keep_shown: bool = True, keep_encoded: bool = False, jpeg_draft: bool = False):
         self.paths, self.positions = paths, positions
         self.preprocessing, self.keep_shown, self.keep_encoded = preprocessing, keep_shown, keep_encoded
+        self.jpeg_draft = jpeg_draft
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -66,29 +67,33 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> Loaded:
         position = self.positions[i]
         return load_image(position, Path(self.paths[position]), self.preprocessing, self.keep_shown,
-                          self.keep_encoded)
+                          self.keep_encoded, jpeg_draft=self.jpeg_draft)
 
 
 def load_image(position: int, source: Union[Path, bytes, np.ndarray], preprocessing: Optional[Preprocessing],
-               keep_shown: bool = True, keep_encoded: bool = False, name: str = "image bytes") -> Loaded:
+               keep_shown: bool = True, keep_encoded: bool = False, name: str = "image bytes",
+               jpeg_draft: bool = False) -> Loaded:
     """One image from a file, its encoded bytes (``name`` then names it in errors) or a decoded HW(C) uint8
-    array, as ``ImageFiles`` and the Ray stage hand it to the model; never raises for a bad image."""
+    array, as ``ImageFiles`` and the Ray stage hand it to the model; never raises for a bad image.
+    ``jpeg_draft``: JPEGs are decoded reduced to what the preprocessing needs (``images.decode_reduced``)."""
     try:
         data, stat = None, None
         if isinstance(source, np.ndarray):
             picture = open_image(source)
+            size = picture.size
         else:
             if isinstance(source, Path):
                 data, name = read_file(source), str(source)
                 stat = os.stat(source)
             else:
                 data = bytes(source)
-            picture = decode(io.BytesIO(data), name)
+            at_least = needed_size(preprocessing) if jpeg_draft and preprocessing is not None else None
+            picture, size = decode_reduced(io.BytesIO(data), name, at_least=at_least)
         # the model's channels: grayscale for 1 (a model with 2 or 4+ takes tensors: every file fails so)
         mode = mode_for(preprocessing.channels) if preprocessing is not None else "RGB"
     except (InputError, OSError) as err:
         return Loaded(position, error=str(err) if isinstance(err, InputError) else f"{name}: {err.strerror}")
-    loaded = Loaded(position, size=picture.size, stat=(stat.st_size, stat.st_mtime_ns) if stat else None)
+    loaded = Loaded(position, size=size, stat=(stat.st_size, stat.st_mtime_ns) if stat else None)
     if preprocessing is not None:
         loaded.image = to_batch([open_image(picture, mode)], preprocessing)[0]
         if keep_shown:
