@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 
 import salrt
-from salrt.server import ServeOptions, TritonServer, free_ports, model_names
+from salrt.server import ServeOptions, TritonServer, model_names
 
 from conftest import GRAY_SHAPE, png_header, relative_l2
+from triton_helpers import free_ports
 
 # salrt[serve] is part of `make test`: without tritonclient this file fails, it does not skip
 import tritonclient.grpc as grpc  # noqa: E402

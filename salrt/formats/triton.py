@@ -84,12 +84,6 @@ def write_config(config, path) -> None:
     path.write_text(text_format.MessageToString(config))
 
 
-def read_config(path):
-    """A ``config.pbtxt`` parsed back into a ``ModelConfig`` (a malformed file raises)."""
-    from google.protobuf import text_format
-    return text_format.Parse(path.read_text(), model_config_pb2().ModelConfig())
-
-
 # The model repository (`salrt export --format triton`): DIR/triton/NAME/config.pbtxt, NAME/1/model.onnx and
 # kserve.yaml, which Triton ignores (it loads the repository's directories only).
 REPOSITORY_DEFAULTS = {"max_batch": 16, "max_queue_delay_ms": 2, "instance_kind": "gpu", "instances": 1}

@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -163,19 +162,6 @@ class TritonServer:
                 f"--backend-config=python,shm-region-prefix-name=salrt{os.getpid()}{secrets.token_hex(4)}",
                 "--backend-config=python,shm-default-byte-size=16777216",
                 "--backend-config=python,shm-growth-byte-size=16777216"]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports free right now (for tests and benchmarks: another process may take
-    one before Triton binds it)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _link_python_backend(directory: Path) -> None:
