@@ -3,7 +3,7 @@ Shared by tests/test_serve.py, tests/test_triton_format.py and benchmarks/bench_
 on its path, as the other benchmarks that reuse the tests' code do)."""
 import socket
 
-from salrt.formats.triton import model_config_pb2
+from salrt.formats.triton_config import model_config_pb2
 
 
 def free_ports(count: int) -> list[int]:

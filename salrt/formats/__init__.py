@@ -40,7 +40,7 @@ FORMATS = {f.name: f for f in (
     Format("aoti_n1", "model_n1.pt2", "aoti_n1", aoti.write_single_image, aoti.load_single_image, compiles=True,
            for_one_device=True, libtorch=True),
     # a deployment target: a model repository for Triton's onnxruntime backend, serving model.onnx
-    Format("triton", "triton", None, triton.write_repository, None, reuses="onnx"),
+    Format("triton", "triton", None, triton.write_onnx_repository, None, reuses="onnx"),
 )}
 BY_BACKEND = {f.backend: f for f in FORMATS.values() if f.backend}
 AUTO, EAGER = "auto", "eager"  # eager: the model in PyTorch with the fused op, no artifact file needed

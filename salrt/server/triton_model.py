@@ -2,7 +2,7 @@
 
 Triton's dynamic batcher hands ``execute`` several requests at once. Each is read and checked alone, so a
 bad request gets its own error response; the good ones run as one batch and their rows are split back.
-Two kinds share this class (the ``kind`` parameter of config.pbtxt):
+Two model kinds share this class (the ``model_kind`` parameter of config.pbtxt):
 - "tensor": the artifact's own contract, preprocessed ``image`` float32 and ``target`` int64;
 - "image": ``image_bytes`` (an encoded JPEG/PNG per row), preprocessed here as the artifact says, and
   ``saliency`` returned as uint8 0-255.
@@ -29,7 +29,7 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
-        self.kind = parameters["kind"]
+        self.model_kind = parameters["model_kind"]
         self.explainer = load(parameters["artifact"], backend=parameters["backend"], device=parameters["device"],
                               digest=parameters.get("digest") or None)
         self.output_names = [output["name"] for output in config["output"]]
@@ -65,7 +65,7 @@ class TritonPythonModel:
         try:
             target = pb_utils.get_input_tensor_by_name(request, "target")
             target = None if target is None else torch.from_numpy(target.as_numpy().reshape(-1))
-            if self.kind == IMAGE:
+            if self.model_kind == IMAGE:
                 encoded = pb_utils.get_input_tensor_by_name(request, "image_bytes").as_numpy().reshape(-1)
                 mode = mode_for(self.explainer.input_shape[0])
                 images = [decode(io.BytesIO(bytes(item)), f"image_bytes row {row}", mode)
@@ -84,7 +84,7 @@ class TritonPythonModel:
         batch, target = (images[0], targets[0]) if len(requests) == 1 else (torch.cat(images), torch.cat(targets))
         produced = self.explainer.explain_checked(batch, target).outputs  # _checked checked each request
         wanted = {name for _, names in requests for name in names}
-        if self.kind == IMAGE and "saliency" in wanted:
+        if self.model_kind == IMAGE and "saliency" in wanted:
             produced = {**produced, "saliency": _as_uint8(produced["saliency"])}
         return {name: produced[name] for name in wanted}
 
