@@ -311,6 +311,20 @@ def test_admin_endpoints_are_closed_and_only_loopback_is_bound(server):
     assert f"--http-address=127.0.0.1" in server._command() and "--grpc-address=127.0.0.1" in server._command()
 
 
+def test_image_model_saliency_has_the_bytes_of_the_float_map(local):
+    """The image model's uint8 saliency, the fused op's uint8 output from grad, is round(255 * saliency)."""
+    from salrt.server.repository import image_saliency
+    generator = torch.Generator().manual_seed(21)
+    maps = torch.rand(4, 1, 40, 56, generator=generator)
+    maps[:, 0, 0, :2] = torch.tensor([0.0, 1.0])  # each spans [0, 1] exactly, as a normalized map does
+    maps[1, 0, 1, :8] = (torch.arange(8) + 0.5) / 255  # at the boundaries between two bytes
+    maps[3] = 0.0  # a constant map (a constant image's)
+    # one channel already spanning [0, 1]: the op's min-max scaling leaves it as it is
+    assert torch.equal(image_saliency(maps), (maps[:, 0] * 255).round().to(torch.uint8))
+    explained = local.explain(torch.randn(3, 3, 224, 224, generator=generator), [-1, 281, 5])
+    assert torch.equal(image_saliency(explained.grad), (explained.saliency * 255).round().to(torch.uint8))
+
+
 def test_stop_lets_the_request_in_flight_finish(artifact):
     server = TritonServer(artifact, options())
     with server:

@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from ..artifact import read_manifest
 from ..errors import ArtifactError, InputError
 from ..formats import BY_BACKEND
 from ..formats.triton_config import concrete_contract, model_config, write_config
+from ..ops import abs_channel_max_normalize
 
 TENSOR, IMAGE = "tensor", "image"  # the two model kinds: graph tensors in, or encoded photos in
 # A request parameter: when true, the model logs (Triton's log, info level) "salrt_timing REQUEST_ID
@@ -50,9 +53,17 @@ def _contracts(manifest: dict) -> dict[str, tuple[list[dict], list[dict]]]:
     inputs, outputs = concrete_contract(manifest)
     inputs = [{**io, "optional": "default" in io} for io in inputs]  # the model fills in what clients leave out
     image_inputs = [{"name": "image_bytes", "dtype": "bytes", "shape": ["N"]}] + inputs[1:]
-    image_outputs = [{**io, "dtype": "uint8"} if io["name"] == "saliency" else io
+    image_outputs = [{**io, "dtype": "uint8"} if io["name"] == "saliency" else io  # image_saliency's
                      for io in outputs if io["name"] in ("logits", "used_target", "saliency")]
     return {TENSOR: (inputs, outputs), IMAGE: (image_inputs, image_outputs)}
+
+
+def image_saliency(grad: torch.Tensor) -> torch.Tensor:
+    """The image model's ``saliency`` (declared uint8 above): the fused op's uint8 output, round(255 * map)
+    half to even, from the batch's ``grad`` output. Every method's saliency is that op's rule applied to its
+    ``grad`` (``graph.saliency.saliency_from_grad``), so these are the bytes of the float map's conversion
+    (tests/test_serve.py holds them to it), in one pass over ``grad`` instead of two over the map."""
+    return abs_channel_max_normalize(grad, out_dtype=torch.uint8)
 
 
 def write_serve_repository(artifact: Path, root: Path, *, backend: str, device: str, max_batch: int,

@@ -22,7 +22,7 @@ import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 from ..errors import SalrtError
 from ..images import decode, mode_for
 from ..runtime import load
-from .repository import IMAGE, TIMING
+from .repository import IMAGE, TIMING, image_saliency
 
 
 class TritonPythonModel:
@@ -85,7 +85,7 @@ class TritonPythonModel:
         produced = self.explainer.explain_checked(batch, target).outputs  # _checked checked each request
         wanted = {name for _, names in requests for name in names}
         if self.model_kind == IMAGE and "saliency" in wanted:
-            produced = {**produced, "saliency": _as_uint8(produced["saliency"])}
+            produced = {**produced, "saliency": image_saliency(produced["grad"])}
         return {name: produced[name] for name in wanted}
 
     def _rows(self, produced: dict, requests: list) -> list[dict]:
@@ -122,10 +122,6 @@ def _wants_timing(request) -> bool:
 def _response(row: dict):
     return pb_utils.InferenceResponse(
         output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in row.items()])
-
-
-def _as_uint8(saliency: torch.Tensor) -> torch.Tensor:
-    return (saliency * 255).round().to(torch.uint8)
 
 
 def _error_response(err: Exception):
