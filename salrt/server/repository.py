@@ -60,9 +60,9 @@ def _contracts(manifest: dict) -> dict[str, tuple[list[dict], list[dict]]]:
 
 def image_saliency(grad: torch.Tensor) -> torch.Tensor:
     """The image model's ``saliency`` (declared uint8 above): the fused op's uint8 output, round(255 * map)
-    half to even, from the batch's ``grad`` output. Every method's saliency is that op's rule applied to its
-    ``grad`` (``graph.saliency.saliency_from_grad``), so these are the bytes of the float map's conversion
-    (tests/test_serve.py holds them to it), in one pass over ``grad`` instead of two over the map."""
+    half to even, from the batch's ``grad`` output (the op reads a gradient, not a map). Every method's
+    saliency is that op's rule applied to its ``grad`` (``graph.saliency.saliency_from_grad``), so these are
+    the bytes of the float map's conversion (tests/test_serve.py holds them to it)."""
     return abs_channel_max_normalize(grad, out_dtype=torch.uint8)
 
 
