@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,11 +30,14 @@ from salrt.bench import replace_readme_block
 from salrt.bench.harness import cached_artifact, percentile
 from salrt.formats import BY_BACKEND
 from salrt.models import load_model
-from salrt.server import TENSOR, ServeOptions, TritonServer, free_ports
+from salrt.server import TENSOR, ServeOptions, TritonServer
 from salrt.server.client import RemoteExplainer
 from salrt.server.repository import TIMING
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from triton_helpers import free_ports  # noqa: E402  (the tests' own: free loopback ports for a server)
+
 CONCURRENCY = (1, 4, 16)
 
 

@@ -20,7 +20,6 @@ from ._version import __version__
 from .devices import checked_device
 from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
-from .formats.triton import repository_options
 from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract
 from .graph.precision import check_device, check_dtype, check_formats, numerics
 from .models import ClassifierSpec, Preprocessing, as_spec
@@ -198,8 +197,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
     for fmt in formats:  # a compiled format runs where it is compiled for: that device must run the dtype
         if FORMATS[fmt].for_one_device:
             check_device(dtype, fmt, device.type)
-    options = {"triton": repository_options(triton)} if "triton" in formats else {}  # checked before any work
-    options.update({fmt: {"device": device} for fmt in formats if FORMATS[fmt].for_one_device})
+    given = {"triton": triton}  # the formats' own options, by format name, as the arguments above name them
+    options = {fmt: _writer_options(FORMATS[fmt], given.get(fmt), device) for fmt in formats}  # before any work
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     spec = as_spec(model, weights, categories=categories, preprocessing=preprocessing, channels=channels,
@@ -217,7 +216,7 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
             progress(f"writing {FORMATS[fmt].file}")
             with _export_step(f"cannot export {spec.name} to {fmt}"):
                 with numerics(dtype):  # AOTInductor picks tf32 kernels only when tf32 is on as it compiles
-                    details[fmt] = _write(FORMATS[fmt], graph, staging, description, options.get(fmt, {}))
+                    details[fmt] = _write(FORMATS[fmt], graph, staging, description, options[fmt])
         manifest = _with_files(description, staging, details)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -226,6 +225,12 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def _writer_options(fmt: Format, given: Optional[dict], device: torch.device) -> dict:
+    """What ``fmt``'s writer takes besides the graph: its own options, checked, and the device it compiles for."""
+    options = fmt.check_options(given) if fmt.check_options else {}
+    return {**options, "device": device} if fmt.for_one_device else options
 
 
 def _write(fmt: Format, graph: torch.fx.GraphModule, staging: Path, description: dict, options: dict) -> dict:

@@ -16,7 +16,8 @@ from .dataset.index import FORMATS as INDEX_FORMATS
 from .errors import SalrtError
 from .evaluate import RANDOMIZATION_CUTS
 from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
-from .formats.triton import INSTANCE_KINDS, REPOSITORY_DEFAULTS
+from .formats.triton import REPOSITORY_DEFAULTS
+from .formats.triton_config import INSTANCE_KINDS
 from .server.process import QUEUE_DELAY_MS, ServeOptions
 
 _SERVE = ServeOptions()  # salrt serve's defaults: stated once, in ServeOptions

@@ -2,6 +2,7 @@
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,9 +17,10 @@ import torch
 from PIL import Image
 
 import salrt
-from salrt.server import ServeOptions, TritonServer, free_ports, model_names
+from salrt.server import ServeOptions, TritonServer, model_names
 
 from conftest import GRAY_SHAPE, png_header, relative_l2
+from triton_helpers import free_ports
 
 # salrt[serve] is part of `make test`: without tritonclient this file fails, it does not skip
 import tritonclient.grpc as grpc  # noqa: E402
@@ -295,7 +297,7 @@ def test_a_thousand_bad_requests_leak_nothing(server, photos):
     assert client.infer("resnet18", tensor_request(http, np.zeros((1, 3, 224, 224), np.float32))).as_numpy("logits") is not None
 
 
-def test_admin_endpoints_are_closed_and_only_loopback_is_bound(server):
+def test_admin_endpoints_are_closed(server):
     def status(method: str, path: str) -> int:
         request = urllib.request.Request(f"http://{server.url}{path}", data=b"{}", method=method)
         try:
@@ -307,7 +309,56 @@ def test_admin_endpoints_are_closed_and_only_loopback_is_bound(server):
     assert status("POST", "/v2/repository/models/resnet18/unload") == 403
     assert status("POST", "/v2/systemsharedmemory/region/x/register") == 403
     assert status("GET", "/v2/models/resnet18/ready") == 200  # the server still serves
-    assert f"--http-address=127.0.0.1" in server._command() and "--grpc-address=127.0.0.1" in server._command()
+
+
+def non_loopback_ipv4() -> str:
+    """An IPv4 address of this machine that is not loopback: the source address the kernel picks toward a
+    routable one (connecting a UDP socket sends nothing), else one the host name resolves to."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            candidates = [probe.getsockname()[0]]
+        except OSError:  # no route at all
+            candidates = []
+    candidates += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
+    found = [address for address in candidates if not address.startswith("127.") and address != "0.0.0.0"]
+    assert found, "this machine has no non-loopback IPv4 address: salrt serve's loopback-only binding cannot be checked"
+    return found[0]
+
+
+def answers(host: str, port: int) -> bool:
+    """Whether a TCP connection to host:port is accepted (False: refused, nothing listens there)."""
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        return True
+    except ConnectionRefusedError:
+        return False
+
+
+def test_only_loopback_is_bound(server):
+    """What Triton bound, not the flags salrt gave it: the default --host answers on 127.0.0.1 and refuses
+    the same ports on this machine's other address."""
+    address = non_loopback_ipv4()
+    with socket.create_server((address, 0)) as control:  # that address takes connections from this machine
+        assert answers(address, control.getsockname()[1])
+    ports = (server.options.http_port, server.options.grpc_port, server.options.metrics_port)
+    assert server.options.host == ServeOptions().host == "127.0.0.1"
+    assert [answers("127.0.0.1", port) for port in ports] == [True] * 3
+    assert [answers(address, port) for port in ports] == [False] * 3, f"Triton answers on {address}"
+
+
+def test_image_model_saliency_has_the_bytes_of_the_float_map(local):
+    """The image model's uint8 saliency, the fused op's uint8 output from grad, is round(255 * saliency)."""
+    from salrt.server.repository import image_saliency
+    generator = torch.Generator().manual_seed(21)
+    maps = torch.rand(4, 1, 40, 56, generator=generator)
+    maps[:, 0, 0, :2] = torch.tensor([0.0, 1.0])  # each spans [0, 1] exactly, as a normalized map does
+    maps[1, 0, 1, :8] = (torch.arange(8) + 0.5) / 255  # at the boundaries between two bytes
+    maps[3] = 0.0  # a constant map (a constant image's)
+    # one channel already spanning [0, 1]: the op's min-max scaling leaves it as it is
+    assert torch.equal(image_saliency(maps), (maps[:, 0] * 255).round().to(torch.uint8))
+    explained = local.explain(torch.randn(3, 3, 224, 224, generator=generator), [-1, 281, 5])
+    assert torch.equal(image_saliency(explained.grad), (explained.saliency * 255).round().to(torch.uint8))
 
 
 def test_stop_lets_the_request_in_flight_finish(artifact):

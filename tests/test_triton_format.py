@@ -21,7 +21,9 @@ from salrt.cli import main as cli
 from salrt.errors import InputError
 from salrt.formats import AUTO_ROUTES, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
 from salrt.formats import triton as triton_format
-from salrt.formats.triton import model_config_pb2, read_config
+from salrt.formats.triton_config import model_config_pb2
+
+from triton_helpers import read_config
 
 # ONNX element types as Triton names them (Triton's model configuration docs, "Datatypes")
 TRITON_TYPE = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "TYPE_INT64"}

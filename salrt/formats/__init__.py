@@ -1,10 +1,10 @@
 """The artifact formats: one module per format holds its writer and its loader; this registry holds the
 facts everything else derives from (file names, backend names, CLI choices, ``auto``'s order).
 
-A writer takes ``(graph, path, description)`` (plus the format's own options, if it has any) and returns
-details for the file's manifest entry; a loader takes ``(path, device)`` and returns a ``Run``:
-``(image, target) -> (logits, used_target, saliency, grad)``. A deployment target (``triton``) has a writer
-only: salrt does not run it, so it has no backend.
+A writer takes ``(graph, path, description)`` (plus the format's own options, if it has any: what its
+``check_options`` returned) and returns details for the file's manifest entry; a loader takes
+``(path, device)`` and returns a ``Run``: ``(image, target) -> (logits, used_target, saliency, grad)``.
+A deployment target (``triton``) has a writer only: salrt does not run it, so it has no backend.
 """
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ class Format:
     for_one_device: bool = False  # compiled for the export's device (its writer takes ``device``); else portable
     libtorch: bool = False  # libtorch alone loads it: the C++ runtime (cpp/) runs it
     reuses: Optional[str] = None  # the format whose file it ships: written after it, given that file if written
+    # the format's own options (``salrt.export(..., NAME={...})``, None: not given) -> the writer's keyword
+    # arguments, defaults filled in; raises InputError for a bad one (called before any export work)
+    check_options: Optional[Callable[[Optional[dict]], dict]] = None
 
 
 FORMATS = {f.name: f for f in (
@@ -40,7 +43,8 @@ FORMATS = {f.name: f for f in (
     Format("aoti_n1", "model_n1.pt2", "aoti_n1", aoti.write_single_image, aoti.load_single_image, compiles=True,
            for_one_device=True, libtorch=True),
     # a deployment target: a model repository for Triton's onnxruntime backend, serving model.onnx
-    Format("triton", "triton", None, triton.write_repository, None, reuses="onnx"),
+    Format("triton", "triton", None, triton.write_onnx_repository, None, reuses="onnx",
+           check_options=triton.repository_options),
 )}
 BY_BACKEND = {f.backend: f for f in FORMATS.values() if f.backend}
 AUTO, EAGER = "auto", "eager"  # eager: the model in PyTorch with the fused op, no artifact file needed

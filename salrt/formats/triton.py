@@ -1,19 +1,9 @@
-"""Triton Inference Server model configurations (``config.pbtxt``) for salrt's tensor contract.
-
-One definition of how salrt's tensors look to Triton clients, shared by the ONNX Runtime model repository
-(``salrt export --format triton``) and ``salrt serve``'s Python-backend models, so a client sends the same
-request to both. Triton's batching convention: the leading N is implicit (``max_batch_size``), and a
-per-row scalar (shape [N]) is declared ``dims: [1]`` with ``reshape: { shape: [] }``: clients send [N, 1],
-the model sees [N].
-
-Written with the ``model_config`` protobuf that ``tritonclient`` ships (``pip install 'salrt[serve]'``).
-
-``write_repository`` is the ``triton`` export format: a model repository for stock Triton's ONNX Runtime
-backend (no Python in the serving path) and a KServe ``InferenceService`` for it.
+"""The ``triton`` export format (``salrt export --format triton``): a model repository for stock Triton's
+ONNX Runtime backend (no Python in the serving path) and a KServe ``InferenceService`` for it. Its
+``config.pbtxt`` is ``triton_config``'s, the one ``salrt serve`` writes too.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -24,76 +14,13 @@ import torch
 
 from .._version import __version__
 from ..errors import InputError
-from ..graph import contract_of
 from . import onnx as onnx_format
-
-_DATA_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64", "uint8": "TYPE_UINT8", "bytes": "TYPE_STRING"}
-CPU, GPU = "KIND_CPU", "KIND_GPU"
-
-
-def model_config_pb2():
-    """tritonclient's ``model_config_pb2`` module, or an InputError saying what to install."""
-    try:
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        raise InputError("Triton support needs tritonclient: pip install 'salrt[serve]'") from None
-    return model_config_pb2
-
-
-def concrete_contract(manifest: dict) -> tuple[list[dict], list[dict]]:
-    """The manifest's inputs and outputs with the model's sizes (N stays): ``graph.contract_of``."""
-    found = contract_of(manifest)
-    return found["inputs"], found["outputs"]
-
-
-def _declare(tensor, io: dict, model_config) -> None:
-    if io["shape"][0] != "N":
-        raise ValueError(f"{io['name']}: Triton batching needs a leading N, got shape {io['shape']}")
-    tensor.name = io["name"]
-    tensor.data_type = model_config.DataType.Value(_DATA_TYPES[io["dtype"]])
-    per_row = io["shape"][1:]
-    tensor.dims[:] = per_row or [1]
-    if not per_row:
-        tensor.reshape.SetInParent()  # reshape { shape: [] }: the model sees [N], clients send [N, 1]
-
-
-def model_config(name: str, inputs: list[dict], outputs: list[dict], *, max_batch: int,
-                 max_queue_delay_us: int, instances: int = 1, kind: str = CPU, backend: str = "",
-                 platform: str = "", parameters: dict | None = None):
-    """A ``ModelConfig`` protobuf: ``inputs``/``outputs`` are salrt tensor dicts with concrete shapes whose
-    first dimension is N; an input dict with ``"optional": True`` may be left out by clients."""
-    pb = model_config_pb2()
-    if max_batch < 1 or instances < 1 or max_queue_delay_us < 0:
-        raise InputError("max batch and instances must be at least 1, the queue delay at least 0")
-    config = pb.ModelConfig(name=name, backend=backend, platform=platform, max_batch_size=max_batch)
-    for io in inputs:
-        tensor = config.input.add()
-        _declare(tensor, io, pb)
-        tensor.optional = bool(io.get("optional"))
-    for io in outputs:
-        _declare(config.output.add(), io, pb)
-    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
-    config.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.Kind.Value(kind))
-    for key, value in (parameters or {}).items():
-        config.parameters[key].string_value = str(value)
-    return config
-
-
-def write_config(config, path) -> None:
-    from google.protobuf import text_format
-    path.write_text(text_format.MessageToString(config))
-
-
-def read_config(path):
-    """A ``config.pbtxt`` parsed back into a ``ModelConfig`` (a malformed file raises)."""
-    from google.protobuf import text_format
-    return text_format.Parse(path.read_text(), model_config_pb2().ModelConfig())
+from .triton_config import check_batching, concrete_contract, model_config, model_config_pb2, write_config
 
 
 # The model repository (`salrt export --format triton`): DIR/triton/NAME/config.pbtxt, NAME/1/model.onnx and
 # kserve.yaml, which Triton ignores (it loads the repository's directories only).
 REPOSITORY_DEFAULTS = {"max_batch": 16, "max_queue_delay_ms": 2, "instance_kind": "gpu", "instances": 1}
-INSTANCE_KINDS = {"gpu": GPU, "cpu": CPU}
 _MODEL_FILE = "model.onnx"  # the file name Triton's onnxruntime backend looks for in a version directory
 _KSERVE_MANIFEST = "kserve.yaml"
 
@@ -106,21 +33,13 @@ def repository_options(options: Optional[dict] = None) -> dict:
     if unknown:
         raise InputError(f"unknown triton option {', '.join(unknown)}; choose from {', '.join(REPOSITORY_DEFAULTS)}")
     options = {**REPOSITORY_DEFAULTS, **(options or {})}
-    for name in ("max_batch", "instances"):
-        if type(options[name]) is not int or options[name] < 1:
-            raise InputError(f"triton {name} must be a whole number of at least 1, got {options[name]!r}")
-    delay = options["max_queue_delay_ms"]
-    if type(delay) not in (int, float) or not 0 <= delay < math.inf:
-        raise InputError(f"triton max_queue_delay_ms must be a number of milliseconds, 0 or more, got {delay!r}")
-    if options["instance_kind"] not in INSTANCE_KINDS:
-        raise InputError(f"triton instance_kind must be one of {', '.join(INSTANCE_KINDS)}, "
-                         f"got {options['instance_kind']!r}")
+    check_batching(**options, label=lambda option: f"triton {option}")
     return options
 
 
-def write_repository(graph: torch.fx.GraphModule, path: Path, description: dict, *,
-                     reused_file: Optional[Path] = None, **options) -> dict:
-    """The ``triton`` format: a model repository at ``path`` serving the ONNX graph. ``reused_file`` is the
+def write_onnx_repository(graph: torch.fx.GraphModule, path: Path, description: dict, *,
+                          reused_file: Optional[Path] = None, **options) -> dict:
+    """The ``triton`` format's writer: a model repository at ``path`` serving the ONNX graph. ``reused_file`` is the
     artifact's own model.onnx when this export wrote one: the repository links it instead of a second copy."""
     options = repository_options(options)
     name = description["model"]
@@ -128,9 +47,8 @@ def write_repository(graph: torch.fx.GraphModule, path: Path, description: dict,
     version.mkdir(parents=True)
     shipped = _ship_onnx(graph, version / _MODEL_FILE, description, reused_file)
     inputs, outputs = concrete_contract(description)
-    write_config(model_config(name, inputs, outputs, platform="onnxruntime_onnx", max_batch=options["max_batch"],
-                              max_queue_delay_us=round(options["max_queue_delay_ms"] * 1000),
-                              instances=options["instances"], kind=INSTANCE_KINDS[options["instance_kind"]]),
+    # the options are REPOSITORY_DEFAULTS' names, model_config's batching arguments
+    write_config(model_config(name, inputs, outputs, platform="onnxruntime_onnx", **options),
                  path / name / "config.pbtxt")
     (path / _KSERVE_MANIFEST).write_text(kserve_manifest(name, gpu=options["instance_kind"] == "gpu"))
     return {"model": name, **options, "model_onnx": shipped, "opset": onnx_format.OPSET}

@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -21,8 +20,9 @@ from typing import Callable, Optional
 from ..artifact import check_digest
 from ..errors import InputError, SalrtError
 from ..formats import AUTO, check_backend
+from ..formats.triton_config import check_batching
 from ..devices import checked_device
-from .repository import pytriton_dir, write_repository
+from .repository import pytriton_dir, write_serve_repository
 
 # Clients may infer, read health, metadata, configs and statistics; these stay closed to them (with
 # --model-control-mode=none, models cannot be loaded or unloaded by anyone).
@@ -57,8 +57,8 @@ class ServeOptions:
         ports = (self.http_port, self.grpc_port, self.metrics_port)
         if len(set(ports)) != 3 or not all(0 < port < 65536 for port in ports):
             raise InputError(f"HTTP, gRPC and metrics ports must be three different ports in 1-65535, got {ports}")
-        if self.max_batch < 1 or self.instances < 1 or not self.max_queue_delay_ms >= 0:  # NaN too
-            raise InputError("--max-batch and --instances must be at least 1, --max-queue-delay-ms at least 0")
+        check_batching(max_batch=self.max_batch, max_queue_delay_ms=self.max_queue_delay_ms, instances=self.instances,
+                       label=lambda option: "--" + option.replace("_", "-"))  # salrt serve's flags
         return self
 
 
@@ -76,9 +76,9 @@ class TritonServer:
             if options.digest is not None:  # here, before Triton starts, and again as each model loads it
                 check_digest(self.artifact, options.digest)
             _link_python_backend(self.workspace / "backends" / "python")
-            self.models = write_repository(
+            self.models = write_serve_repository(
                 self.artifact, self.workspace / "models", backend=options.backend, device=options.device,
-                max_batch=options.max_batch, max_queue_delay_us=round(options.max_queue_delay_ms * 1000),
+                max_batch=options.max_batch, max_queue_delay_ms=options.max_queue_delay_ms,
                 instances=options.instances, digest=options.digest)
         except BaseException:
             shutil.rmtree(self.workspace, ignore_errors=True)
@@ -163,19 +163,6 @@ class TritonServer:
                 f"--backend-config=python,shm-region-prefix-name=salrt{os.getpid()}{secrets.token_hex(4)}",
                 "--backend-config=python,shm-default-byte-size=16777216",
                 "--backend-config=python,shm-growth-byte-size=16777216"]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports free right now (for tests and benchmarks: another process may take
-    one before Triton binds it)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _link_python_backend(directory: Path) -> None:

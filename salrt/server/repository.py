@@ -10,12 +10,15 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from ..artifact import read_manifest
 from ..errors import ArtifactError, InputError
 from ..formats import BY_BACKEND
-from ..formats.triton import CPU, concrete_contract, model_config, write_config
+from ..formats.triton_config import concrete_contract, model_config, write_config
+from ..ops import abs_channel_max_normalize
 
-TENSOR, IMAGE = "tensor", "image"  # the two kinds of model: graph tensors in, or encoded photos in
+TENSOR, IMAGE = "tensor", "image"  # the two model kinds: graph tensors in, or encoded photos in
 # A request parameter: when true, the model logs (Triton's log, info level) "salrt_timing REQUEST_ID
 # salrt_check_us=... salrt_explain_us=... salrt_outputs_us=... salrt_torch_threads=...": the microseconds
 # salrt's code spent in execute by phase, for benchmarks.
@@ -41,7 +44,7 @@ def pytriton_dir() -> Path:
 
 
 def model_names(manifest: dict) -> dict[str, str]:
-    """{kind: Triton model name}: the artifact's model name made a valid directory name."""
+    """{model kind: Triton model name}: the artifact's model name made a valid directory name."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", manifest["model"])
     return {TENSOR: name, IMAGE: f"{name}_image"}
 
@@ -50,28 +53,39 @@ def _contracts(manifest: dict) -> dict[str, tuple[list[dict], list[dict]]]:
     inputs, outputs = concrete_contract(manifest)
     inputs = [{**io, "optional": "default" in io} for io in inputs]  # the model fills in what clients leave out
     image_inputs = [{"name": "image_bytes", "dtype": "bytes", "shape": ["N"]}] + inputs[1:]
-    image_outputs = [{**io, "dtype": "uint8"} if io["name"] == "saliency" else io
+    image_outputs = [{**io, "dtype": "uint8"} if io["name"] == "saliency" else io  # image_saliency's
                      for io in outputs if io["name"] in ("logits", "used_target", "saliency")]
     return {TENSOR: (inputs, outputs), IMAGE: (image_inputs, image_outputs)}
 
 
-def write_repository(artifact: Path, root: Path, *, backend: str, device: str, max_batch: int,
-                     max_queue_delay_us: int, instances: int, digest: Optional[str] = None) -> dict[str, str]:
-    """Writes both models under ``root`` and returns {kind: model name}."""
+def image_saliency(grad: torch.Tensor) -> torch.Tensor:
+    """The image model's ``saliency`` (declared uint8 above): the fused op's uint8 output, round(255 * map)
+    half to even, from the batch's ``grad`` output (the op reads a gradient, not a map). Every method's
+    saliency is that op's rule applied to its ``grad`` (``graph.saliency.saliency_from_grad``), so these are
+    the bytes of the float map's conversion (tests/test_serve.py holds them to it)."""
+    return abs_channel_max_normalize(grad, out_dtype=torch.uint8)
+
+
+def write_serve_repository(artifact: Path, root: Path, *, backend: str, device: str, max_batch: int,
+                           max_queue_delay_ms: float, instances: int, digest: Optional[str] = None) -> dict[str, str]:
+    """Writes both Python-backend models under ``root`` and returns {model kind: model name}. The batching
+    options are checked by the caller (``ServeOptions.check``)."""
     artifact = Path(artifact).absolute()
     manifest = read_manifest(artifact)
     if backend in BY_BACKEND and BY_BACKEND[backend].name not in manifest["files"]:
         raise ArtifactError(f"{artifact} has no {BY_BACKEND[backend].name} artifact for backend {backend!r} "
                             f"(it has: {', '.join(manifest['files'])})")
     names = model_names(manifest)
-    for kind, (inputs, outputs) in _contracts(manifest).items():
-        directory = root / names[kind]
+    for model_kind, (inputs, outputs) in _contracts(manifest).items():
+        directory = root / names[model_kind]
         (directory / "1").mkdir(parents=True)
-        parameters = {"kind": kind, "artifact": artifact, "backend": backend, "device": device, "digest": digest or "",
-                      "preprocessing": json.dumps(manifest["preprocessing"]),
+        parameters = {"model_kind": model_kind, "artifact": artifact, "backend": backend, "device": device,
+                      "digest": digest or "", "preprocessing": json.dumps(manifest["preprocessing"]),
                       "categories": json.dumps(manifest["categories"])}
-        write_config(model_config(names[kind], inputs, outputs, backend="python", max_batch=max_batch,
-                                  max_queue_delay_us=max_queue_delay_us, instances=instances, kind=CPU,
+        # a KIND_CPU instance whatever --device is: the instance is a Python process on the host, and the
+        # model inside it puts itself on ``device`` (the parameter above)
+        write_config(model_config(names[model_kind], inputs, outputs, backend="python", max_batch=max_batch,
+                                  max_queue_delay_ms=max_queue_delay_ms, instances=instances, instance_kind="cpu",
                                   parameters=parameters), directory / "config.pbtxt")
         (directory / "1" / "model.py").write_text(_MODEL_PY.format(path=[p for p in sys.path if p],
                                                                         site_dirs=site.getsitepackages()))

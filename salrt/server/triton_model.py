@@ -2,7 +2,7 @@
 
 Triton's dynamic batcher hands ``execute`` several requests at once. Each is read and checked alone, so a
 bad request gets its own error response; the good ones run as one batch and their rows are split back.
-Two kinds share this class (the ``kind`` parameter of config.pbtxt):
+Two model kinds share this class (the ``model_kind`` parameter of config.pbtxt):
 - "tensor": the artifact's own contract, preprocessed ``image`` float32 and ``target`` int64;
 - "image": ``image_bytes`` (an encoded JPEG/PNG per row), preprocessed here as the artifact says, and
   ``saliency`` returned as uint8 0-255.
@@ -22,14 +22,14 @@ import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 from ..errors import SalrtError
 from ..images import decode, mode_for
 from ..runtime import load
-from .repository import IMAGE, TIMING
+from .repository import IMAGE, TIMING, image_saliency
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
-        self.kind = parameters["kind"]
+        self.model_kind = parameters["model_kind"]
         self.explainer = load(parameters["artifact"], backend=parameters["backend"], device=parameters["device"],
                               digest=parameters.get("digest") or None)
         self.output_names = [output["name"] for output in config["output"]]
@@ -65,7 +65,7 @@ class TritonPythonModel:
         try:
             target = pb_utils.get_input_tensor_by_name(request, "target")
             target = None if target is None else torch.from_numpy(target.as_numpy().reshape(-1))
-            if self.kind == IMAGE:
+            if self.model_kind == IMAGE:
                 encoded = pb_utils.get_input_tensor_by_name(request, "image_bytes").as_numpy().reshape(-1)
                 mode = mode_for(self.explainer.input_shape[0])
                 images = [decode(io.BytesIO(bytes(item)), f"image_bytes row {row}", mode)
@@ -84,8 +84,8 @@ class TritonPythonModel:
         batch, target = (images[0], targets[0]) if len(requests) == 1 else (torch.cat(images), torch.cat(targets))
         produced = self.explainer.explain_checked(batch, target).outputs  # _checked checked each request
         wanted = {name for _, names in requests for name in names}
-        if self.kind == IMAGE and "saliency" in wanted:
-            produced = {**produced, "saliency": _as_uint8(produced["saliency"])}
+        if self.model_kind == IMAGE and "saliency" in wanted:
+            produced = {**produced, "saliency": image_saliency(produced["grad"])}
         return {name: produced[name] for name in wanted}
 
     def _rows(self, produced: dict, requests: list) -> list[dict]:
@@ -122,10 +122,6 @@ def _wants_timing(request) -> bool:
 def _response(row: dict):
     return pb_utils.InferenceResponse(
         output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in row.items()])
-
-
-def _as_uint8(saliency: torch.Tensor) -> torch.Tensor:
-    return (saliency * 255).round().to(torch.uint8)
 
 
 def _error_response(err: Exception):
