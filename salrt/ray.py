@@ -27,8 +27,10 @@ from .dataset import RAY_AUTO, gallery, index
 from .dataset.inputs import InputSet, output_names
 from .dataset.loading import Batch, load_image
 from .dataset.outputs import remove_leftover_temporaries
-from .errors import InputError
+from .artifact import read_manifest
+from .errors import InputError, SalrtError
 from .explain import Options, Summary, write_results
+from .models import is_model_name
 from .runtime import load
 
 PIN = "ray[data]==2.60.0"
@@ -136,13 +138,17 @@ def explain_on_ray(source: str, inputs: InputSet, out_dir: Path, options: Option
     """``salrt explain --ray``: ``inputs`` explained by Ray Data actors, files under ``out_dir`` as a local run
     writes them, the index (with "index" in options.save) as the directory results.parquet/."""
     ray = require_ray()
+    _check_source(source)
     started = _connect(ray, options.ray)
     try:
         rows_dir = out_dir / (index.file_name("parquet") if "index" in options.save else _ROWS)
         _remove(rows_dir)  # the index is written anew by every run, as a local run's is
         remove_leftover_temporaries(out_dir)
-        _explained(ray, source, inputs, out_dir, options).write_parquet(
-            str(rows_dir.resolve()), schema=index.schema(), mode=ray.data.SaveMode.OVERWRITE)
+        try:
+            _explained(ray, source, inputs, out_dir, options).write_parquet(
+                str(rows_dir.resolve()), schema=index.schema(), mode=ray.data.SaveMode.OVERWRITE)
+        except ray.exceptions.RayError as err:
+            raise _salrt_cause(err) or err
         summary = _summary(inputs, rows_dir, out_dir, options)
         if "index" not in options.save:
             _remove(rows_dir)
@@ -150,6 +156,24 @@ def explain_on_ray(source: str, inputs: InputSet, out_dir: Path, options: Option
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_source(source: str) -> None:
+    """What every actor will load, checked here without loading it (else each actor's constructor fails): a
+    model name, or an artifact directory whose manifest salrt reads."""
+    if is_model_name(source):
+        return
+    if not Path(source).is_dir():
+        raise InputError(f"{source} is neither an artifact directory nor a known model name")
+    read_manifest(Path(source))
+
+
+def _salrt_cause(err: Exception) -> Optional[SalrtError]:
+    """The salrt error an actor raised (a refused backend, device or file), out of Ray's wrapping, if any."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, SalrtError):
+        return cause
+    return _salrt_cause(cause) if isinstance(cause, Exception) and cause is not err else None
 
 
 def _connect(ray, address: str) -> bool:

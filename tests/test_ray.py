@@ -129,8 +129,17 @@ def test_what_cannot_work_on_ray_is_refused_before_anything_runs(tmp_path, tree,
         assert code == 1 and message in output, output
     code, output = explain_cli(f"{artifact}/", tree, "--out", tmp_path / "out", "--ray-num-gpus", "1")
     assert code == 1 and "--ray-concurrency and --ray-num-gpus go with --ray" in output
+    code, output = explain_cli(tmp_path / "no-such-artifact", tree, "--out", tmp_path / "out", "--ray")
+    assert code == 1 and "is neither an artifact directory nor a known model name" in output
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="needs a column of images"):
         salrt.ray.Explain(str(artifact))({"pixels": np.zeros(2)})
     with pytest.raises(InputError, match="give out"):
         salrt.ray.Explain(str(artifact), save=["png"])
+
+
+def test_an_error_in_the_actors_reaches_the_user_as_salrts_own(tmp_path, tree, artifact, local_ray):
+    """The artifact holds ONNX only: each actor's salrt.load refuses torchscript, and the run says so in one
+    line rather than as Ray's traceback."""
+    code, output = explain_cli(f"{artifact}/", tree / "a", "--out", tmp_path, "--ray", "--backend", "torchscript")
+    assert code == 1 and output.startswith("error: ") and "torchscript" in output, output
