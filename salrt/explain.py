@@ -105,7 +105,8 @@ def explain_files(source: str, paths: Sequence[Path], out_dir: Path, options: Op
     if on_error == "fail":
         _refuse_unreadable(inputs, options.batch_size, workers)
     if options.ray is not None:  # the model loads in Ray's actors, not here
-        from .ray import explain_on_ray
+        from .ray import check_source, explain_on_ray
+        check_source(source)
         return explain_on_ray(source, inputs, _writable(out_dir), options)
     model = _load_model(source, options)  # before the output directory exists: a refused model leaves nothing
     _writable(out_dir)

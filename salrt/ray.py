@@ -16,6 +16,7 @@ On a cluster, the inputs and --out must be on storage every node sees under the 
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
@@ -28,6 +29,7 @@ from .dataset.inputs import InputSet, output_names
 from .dataset.loading import Batch, load_image
 from .dataset.outputs import remove_leftover_temporaries
 from .artifact import read_manifest
+from . import errors
 from .errors import InputError, SalrtError
 from .explain import Options, Summary, write_results
 from .models import is_model_name
@@ -136,9 +138,9 @@ class Explain:
 
 def explain_on_ray(source: str, inputs: InputSet, out_dir: Path, options: Options) -> Summary:
     """``salrt explain --ray``: ``inputs`` explained by Ray Data actors, files under ``out_dir`` as a local run
-    writes them, the index (with "index" in options.save) as the directory results.parquet/."""
+    writes them, the index (with "index" in options.save) as the directory results.parquet/. The caller has
+    checked ``source`` (``check_source``) and made ``out_dir``."""
     ray = require_ray()
-    _check_source(source)
     started = _connect(ray, options.ray)
     try:
         rows_dir = out_dir / (index.file_name("parquet") if "index" in options.save else _ROWS)
@@ -158,7 +160,7 @@ def explain_on_ray(source: str, inputs: InputSet, out_dir: Path, options: Option
             ray.shutdown()
 
 
-def _check_source(source: str) -> None:
+def check_source(source: str) -> None:
     """What every actor will load, checked here without loading it (else each actor's constructor fails): a
     model name, or an artifact directory whose manifest salrt reads."""
     if is_model_name(source):
@@ -169,11 +171,14 @@ def _check_source(source: str) -> None:
 
 
 def _salrt_cause(err: Exception) -> Optional[SalrtError]:
-    """The salrt error an actor raised (a refused backend, device or file), out of Ray's wrapping, if any."""
+    """The salrt error an actor raised (a refused backend, device or file) out of Ray's wrapping, if any: a
+    task's error keeps it as ``cause``; an actor that died in its constructor keeps only its traceback."""
     cause = getattr(err, "cause", None)
     if isinstance(cause, SalrtError):
         return cause
-    return _salrt_cause(cause) if isinstance(cause, Exception) and cause is not err else None
+    raised = re.findall(r"^salrt\.errors\.(\w+): (.+)$", str(err), re.MULTILINE)
+    kind = getattr(errors, raised[-1][0], None) if raised else None
+    return kind(raised[-1][1]) if isinstance(kind, type) and issubclass(kind, SalrtError) else None
 
 
 def _connect(ray, address: str) -> bool:
