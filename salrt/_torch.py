@@ -8,14 +8,17 @@ that changes one of them fails one named test instead of building a silently wro
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from typing import Any, Callable
 
 import torch
 from torch._decomp import get_decompositions
+from torch._decomp.decompositions import upsample_compute_output_size
 from torch._guards import detect_fake_mode
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing, make_fx
+from torch.overrides import TorchFunctionMode
 from torch.fx.experimental.symbolic_shapes import (DimDynamic, ShapeEnv, StatelessSymbolicContext,
                                                    statically_known_true)
 
@@ -58,8 +61,47 @@ def trace(fn: Callable, decompositions: dict, *inputs) -> torch.fx.GraphModule:
     it, the factory would run the real CPU kernel, which takes no symbolic sizes.
     """
     mode = detect_fake_mode(inputs)
-    with mode if mode is not None else contextlib.nullcontext():
+    with mode if mode is not None else contextlib.nullcontext(), _SymbolicNearestUpsampling():
         return make_fx(fn, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs)
+
+
+class _SymbolicNearestUpsampling(TorchFunctionMode):
+    """``F.interpolate(mode="nearest"/"nearest-exact")`` calls aten's ``.vec`` overloads, whose C++ composite
+    kernels read the input's sizes as plain integers: the symbolic batch is specialized to the example's
+    (timm's HRNet then exports for N == 2 only). While tracing, such a call is made here instead: the output
+    size computed from the symbolic sizes (as PyTorch's own decomposition does), then the ``.default``
+    overload, which takes SymInt sizes and is the op salrt's backward rewrite knows. A mode sees
+    ``F.interpolate`` itself, not the aten call inside it, so that is the call taken over."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.interpolate:
+            call = _INTERPOLATE.bind(*args, **kwargs)
+            call.apply_defaults()
+            if call.arguments["mode"] in NEAREST_MODES and not call.arguments["antialias"]:
+                return nearest_interpolate(**{name: call.arguments[name] for name in
+                                              ("input", "size", "scale_factor", "mode", "recompute_scale_factor")})
+        return func(*args, **kwargs)
+
+
+_INTERPOLATE = inspect.signature(torch.nn.functional.interpolate)
+NEAREST_MODES = {"nearest": "upsample_nearest{}d", "nearest-exact": "_upsample_nearest_exact{}d"}
+
+
+def nearest_interpolate(input, size=None, scale_factor=None, mode="nearest", recompute_scale_factor=None):
+    """``F.interpolate`` for the nearest modes through aten's ``.default`` overloads, sizes kept symbolic."""
+    dims = input.dim() - 2
+    op = getattr(torch.ops.aten, NEAREST_MODES[mode].format(dims)).default
+    if size is not None:
+        output_size, scales = list(size) if isinstance(size, (list, tuple)) else [size] * dims, None
+    else:
+        scales = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * dims
+        output_size = None
+        if recompute_scale_factor:  # the scales then only set the size, as in F.interpolate
+            output_size = [torch.sym_int(input.shape[2 + i] * scales[i]) for i in range(dims)]
+            scales = None
+    output_size = upsample_compute_output_size(input.size(), output_size, scales)
+    return op(input, output_size, *(scales or [None] * dims))
 
 
 def outside_trace(fn: Callable, *args):

@@ -178,3 +178,36 @@ def test_avg_pool_ceil_mode_and_padding_excluded(kernel, stride, padding, ceil_m
 ])
 def test_upsample(options, size):
     check(lambda x: F.interpolate(x, **options), (2, 3, *size))
+
+
+@pytest.mark.parametrize("shape,options", [
+    ((2, 3, 5, 7), dict(scale_factor=2)),
+    ((2, 3, 5, 7), dict(scale_factor=1.7)),
+    ((2, 3, 5, 7), dict(scale_factor=(1.5, 2.5), recompute_scale_factor=True)),
+    ((2, 3, 5, 7), dict(size=(9, 4))),
+    ((2, 3, 5, 7), dict(size=11, mode="nearest-exact")),
+    ((2, 3, 6), dict(scale_factor=3)),
+    ((1, 2, 3, 4, 5), dict(scale_factor=2, mode="nearest-exact")),
+])
+def test_nearest_interpolate_is_f_interpolate(shape, options):
+    """What tracing calls for F.interpolate's nearest modes (its .vec kernels specialize a symbolic batch)."""
+    from salrt._torch import nearest_interpolate
+    x = torch.randn(shape)
+    assert torch.equal(nearest_interpolate(x, **options), F.interpolate(x, **options))
+
+
+def test_nearest_upsampling_by_a_scale_keeps_the_batch_symbolic(tmp_path):
+    """timm's HRNet upsamples with nn.Upsample(scale_factor=2): traced through aten's .vec kernel, the graph
+    was fixed to the tracing example's batch of 2 and the ONNX export refused it."""
+    import salrt
+    from conftest import reference, relative_l2
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Upsample(scale_factor=2, mode="nearest"), torch.nn.Conv2d(4, 4, 3),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5)).eval()
+    explainer = salrt.load(salrt.export(model, tmp_path / "artifact", formats=("onnx",), image_size=32))
+    for n in (1, 3):
+        image = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
+        result = explainer.explain(image)
+        _, used, _, expected = reference(model, image, torch.full((n,), -1))
+        assert torch.equal(result.target, used) and result.grad.abs().amax() > 0
+        assert max(relative_l2(g, e) for g, e in zip(result.grad, expected)) < 1e-4
