@@ -36,6 +36,14 @@ def test_convolution(stride, padding, dilation, groups, size):
     check(lambda x: F.conv2d(x, weight, None, stride, padding, dilation, groups), (2, 8, size, size + 2))
 
 
+@pytest.mark.parametrize("padding,stride", [("valid", 1), ("valid", 2), ("same", 1)])
+def test_convolution_with_padding_by_name(padding, stride):
+    """conv2d(padding="valid") reaches convolution_backward with one padding value for both dimensions (Hugging
+    Face's EfficientNet)."""
+    weight = torch.randn(6, 3, 3, 5, dtype=torch.float64)
+    check(lambda x: F.conv2d(x, weight, None, stride, padding), (2, 3, 9, 11))
+
+
 def test_convolution_rectangular_kernel():
     weight = torch.randn(4, 3, 1, 5, dtype=torch.float64)
     check(lambda x: F.conv2d(x, weight, stride=(1, 2), padding=(0, 2)), (2, 3, 9, 12))

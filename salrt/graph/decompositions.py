@@ -22,6 +22,9 @@ def convolution_backward(grad_out, inp, weight, bias_sizes, stride, padding, dil
                          output_padding, groups, output_mask):
     """d conv(x, W) / dx as a transposed convolution with the same weights."""
     _input_grad_only("convolution_backward", output_mask)
+    # one value may stand for every spatial dimension: conv2d(padding="valid") passes padding=[0]
+    stride, padding, dilation, output_padding = (_per_dimension(values, weight.dim() - 2) for values in
+                                                 (stride, padding, dilation, output_padding))
     if transposed:
         # The input gradient of a transposed convolution is a plain convolution.
         grad_in = aten.convolution(grad_out, weight, None, stride, padding, dilation, False,
@@ -47,6 +50,10 @@ def native_batch_norm_backward(grad_out, inp, weight, running_mean, running_var,
         scale = scale * weight
     shape = [1, -1] + [1] * (inp.dim() - 2)
     return grad_out * scale.reshape(shape), None, None
+
+
+def _per_dimension(values, dims: int) -> list:
+    return list(values) * dims if len(values) == 1 else list(values)
 
 
 def max_pool2d_with_indices_backward(grad_out, inp, kernel_size, stride, padding, dilation, ceil_mode, indices):
