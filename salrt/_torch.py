@@ -61,37 +61,56 @@ def trace(fn: Callable, decompositions: dict, *inputs) -> torch.fx.GraphModule:
     it, the factory would run the real CPU kernel, which takes no symbolic sizes.
     """
     mode = detect_fake_mode(inputs)
-    with mode if mode is not None else contextlib.nullcontext(), _SymbolicNearestUpsampling():
+    with mode if mode is not None else contextlib.nullcontext(), _SymbolicResampling():
         return make_fx(fn, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs)
 
 
-class _SymbolicNearestUpsampling(TorchFunctionMode):
-    """``F.interpolate(mode="nearest"/"nearest-exact")`` calls aten's ``.vec`` overloads, whose C++ composite
-    kernels read the input's sizes as plain integers: the symbolic batch is specialized to the example's
-    (timm's HRNet then exports for N == 2 only). While tracing, such a call is made here instead: the output
-    size computed from the symbolic sizes (as PyTorch's own decomposition does), then the ``.default``
-    overload, which takes SymInt sizes and is the op salrt's backward rewrite knows. A mode sees
-    ``F.interpolate`` itself, not the aten call inside it, so that is the call taken over."""
+class _SymbolicResampling(TorchFunctionMode):
+    """``F.interpolate`` calls aten's ``.vec`` overloads, some of whose C++ composite kernels read the input's
+    sizes as plain integers: the symbolic batch is then specialized to the example's (timm's HRNet, nearest
+    by a scale, and CrossViT, bicubic to a size, exported for N == 2 only). While tracing, such a call is made
+    here instead: the output size computed from the symbolic sizes (as PyTorch's own decomposition does),
+    then the ``.default`` overload, which takes SymInt sizes and is the op salrt's backward rewrites know. A
+    mode sees ``F.interpolate`` itself, not the aten call inside it, so that is the call taken over; anything
+    it does not map (area, a mode that does not fit the rank) runs as ``F.interpolate`` does."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.nn.functional.interpolate:
             call = _INTERPOLATE.bind(*args, **kwargs)
             call.apply_defaults()
-            if call.arguments["mode"] in NEAREST_MODES and not call.arguments["antialias"]:
-                return nearest_interpolate(**{name: call.arguments[name] for name in
-                                              ("input", "size", "scale_factor", "mode", "recompute_scale_factor")})
+            if resampling_op(call.arguments) is not None:
+                return interpolate(**call.arguments)
         return func(*args, **kwargs)
 
 
 _INTERPOLATE = inspect.signature(torch.nn.functional.interpolate)
-NEAREST_MODES = {"nearest": "upsample_nearest{}d", "nearest-exact": "_upsample_nearest_exact{}d"}
+# (mode, antialias) -> the aten op of F.interpolate's ("{}": 1, 2 or 3 spatial dimensions) and the rank it takes
+_RESAMPLING_OPS = {("nearest", False): ("upsample_nearest{}d", None),
+                   ("nearest-exact", False): ("_upsample_nearest_exact{}d", None),
+                   ("linear", False): ("upsample_linear1d", 3), ("bilinear", False): ("upsample_bilinear2d", 4),
+                   ("bicubic", False): ("upsample_bicubic2d", 4), ("trilinear", False): ("upsample_trilinear3d", 5),
+                   ("bilinear", True): ("_upsample_bilinear2d_aa", 4), ("bicubic", True): ("_upsample_bicubic2d_aa", 4)}
 
 
-def nearest_interpolate(input, size=None, scale_factor=None, mode="nearest", recompute_scale_factor=None):
-    """``F.interpolate`` for the nearest modes through aten's ``.default`` overloads, sizes kept symbolic."""
+def resampling_op(arguments: dict):
+    """The aten ``.default`` op that F.interpolate's ``arguments`` resample with; None where F.interpolate
+    must run itself (area mode, a rank the mode does not take, align_corners given to a nearest mode)."""
+    found = _RESAMPLING_OPS.get((arguments["mode"], bool(arguments["antialias"])))
+    image = arguments["input"]
+    if found is None or not 3 <= image.dim() <= 5:
+        return None
+    name, rank = found
+    if (rank is None and arguments["align_corners"] is not None) or (rank is not None and image.dim() != rank):
+        return None
+    return getattr(torch.ops.aten, name.format(image.dim() - 2)).default
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """``F.interpolate`` through aten's ``.default`` overloads, the sizes kept symbolic (``resampling_op``)."""
+    op = resampling_op(locals())
     dims = input.dim() - 2
-    op = getattr(torch.ops.aten, NEAREST_MODES[mode].format(dims)).default
     if size is not None:
         output_size, scales = list(size) if isinstance(size, (list, tuple)) else [size] * dims, None
     else:
@@ -101,7 +120,8 @@ def nearest_interpolate(input, size=None, scale_factor=None, mode="nearest", rec
             output_size = [torch.sym_int(input.shape[2 + i] * scales[i]) for i in range(dims)]
             scales = None
     output_size = upsample_compute_output_size(input.size(), output_size, scales)
-    return op(input, output_size, *(scales or [None] * dims))
+    corners = () if mode.startswith("nearest") else (bool(align_corners),)
+    return op(input, output_size, *corners, *(scales or [None] * dims))
 
 
 def outside_trace(fn: Callable, *args):

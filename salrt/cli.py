@@ -271,6 +271,9 @@ def explain(source, images, list_files, target, out_dir, backend, device, cuda_g
     if server and Path(source).is_file():
         raise click.UsageError(f"with --server, give the served model's name first (salrt serve prints it): "
                                f"salrt explain MODEL --server {server} {source} ...")
+    if ray_address not in (None, RAY_AUTO) and Path(ray_address).exists():  # `--ray photos/`: an optional value
+        raise click.UsageError(f"--ray took {ray_address!r}, a path, as the Ray cluster's address: put --ray after "
+                               f"the images, or write --ray=ADDRESS")
     if not images and not list_files:
         raise click.UsageError("Missing argument 'IMAGES...' (or --list FILE).")
     if not server and is_model_name_and_artifact(source):

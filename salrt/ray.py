@@ -185,7 +185,11 @@ def _connect(ray, address: str) -> bool:
     """Connects to Ray (see RAY_AUTO); True when this call started the instance it must stop."""
     if ray.is_initialized():
         return False
-    ray.init(address=None if address == RAY_AUTO else address, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.init(address=None if address == RAY_AUTO else address, include_dashboard=False, log_to_driver=False)
+    except (ValueError, ConnectionError) as err:
+        raise InputError(f"--ray {address}: no Ray cluster there ({err}); give an address such as "
+                         f"ray://HEAD:10001 or auto, or put --ray after the images") from None
     return True
 
 

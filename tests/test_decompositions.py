@@ -196,21 +196,41 @@ def test_upsample(options, size):
     ((2, 3, 5, 7), dict(size=11, mode="nearest-exact")),
     ((2, 3, 6), dict(scale_factor=3)),
     ((1, 2, 3, 4, 5), dict(scale_factor=2, mode="nearest-exact")),
+    ((2, 3, 5, 7), dict(size=(9, 11), mode="bicubic")),                       # CrossViT's branch scaling
+    ((2, 3, 5, 7), dict(scale_factor=1.7, mode="bilinear", align_corners=True)),
+    ((2, 3, 9, 11), dict(size=(4, 5), mode="bilinear", antialias=True)),
+    ((2, 3, 9, 11), dict(size=(4, 5), mode="bicubic", antialias=True)),
+    ((2, 3, 6), dict(scale_factor=2.5, mode="linear")),
+    ((1, 2, 3, 4, 5), dict(size=(5, 6, 7), mode="trilinear")),
 ])
-def test_nearest_interpolate_is_f_interpolate(shape, options):
-    """What tracing calls for F.interpolate's nearest modes (its .vec kernels specialize a symbolic batch)."""
-    from salrt._torch import nearest_interpolate
+def test_interpolate_through_default_overloads_is_f_interpolate(shape, options):
+    """What tracing calls for F.interpolate (some .vec kernels specialize a symbolic batch)."""
+    from salrt._torch import interpolate, resampling_op
     x = torch.randn(shape)
-    assert torch.equal(nearest_interpolate(x, **options), F.interpolate(x, **options))
+    full = {"size": None, "scale_factor": None, "mode": "nearest", "align_corners": None,
+            "recompute_scale_factor": None, "antialias": False, "input": x, **options}
+    assert resampling_op(full) is not None
+    assert torch.equal(interpolate(x, **options), F.interpolate(x, **options))
 
 
-def test_nearest_upsampling_by_a_scale_keeps_the_batch_symbolic(tmp_path):
-    """timm's HRNet upsamples with nn.Upsample(scale_factor=2): traced through aten's .vec kernel, the graph
-    was fixed to the tracing example's batch of 2 and the ONNX export refused it."""
+def test_what_interpolate_does_not_map_runs_as_f_interpolate():
+    from salrt._torch import resampling_op
+    base = {"input": torch.zeros(1, 2, 4, 4), "size": 2, "scale_factor": None, "align_corners": None,
+            "recompute_scale_factor": None, "antialias": False}
+    assert resampling_op({**base, "mode": "area"}) is None
+    assert resampling_op({**base, "mode": "trilinear"}) is None                 # the wrong rank: F's own error
+    assert resampling_op({**base, "mode": "nearest", "align_corners": True}) is None
+
+
+@pytest.mark.parametrize("resample", [torch.nn.Upsample(scale_factor=2, mode="nearest"),        # timm's HRNet
+                                      torch.nn.Upsample(size=(40, 36), mode="bicubic")])    # timm's CrossViT
+def test_resampling_keeps_the_batch_symbolic(tmp_path, resample):
+    """Traced through aten's .vec kernels, these graphs were fixed to the tracing example's batch of 2 and the
+    ONNX export refused them."""
     import salrt
     from conftest import reference, relative_l2
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
-                                torch.nn.Upsample(scale_factor=2, mode="nearest"), torch.nn.Conv2d(4, 4, 3),
+                                resample, torch.nn.Conv2d(4, 4, 3),
                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5)).eval()
     explainer = salrt.load(salrt.export(model, tmp_path / "artifact", formats=("onnx",), image_size=32))
     for n in (1, 3):

@@ -129,6 +129,8 @@ def test_what_cannot_work_on_ray_is_refused_before_anything_runs(tmp_path, tree,
         assert code == 1 and message in output, output
     code, output = explain_cli(f"{artifact}/", tree, "--out", tmp_path / "out", "--ray-num-gpus", "1")
     assert code == 1 and "--ray-concurrency and --ray-num-gpus go with --ray" in output
+    code, output = explain_cli(f"{artifact}/", "--ray", tree, "--out", tmp_path / "out")  # the images as the address
+    assert code == 2 and "put --ray after the images" in output, output
     code, output = explain_cli(tmp_path / "no-such-artifact", tree, "--out", tmp_path / "out", "--ray")
     assert code == 1 and "is neither an artifact directory nor a known model name" in output
     assert not (tmp_path / "out").exists()
