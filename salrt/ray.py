@@ -92,7 +92,7 @@ class Explain:
         if self.save and None in names:
             raise InputError("salrt.ray.Explain names the files it writes after the rows' paths: add a path "
                              "column (read_images(..., include_paths=True)) or a relative one")
-        bases = list(batch["output_base"]) if "output_base" in batch else names
+        bases = [_inside_out(str(base)) for base in batch["output_base"]] if "output_base" in batch else names
         images = self._load(batch[source], source, names)
         result = self.explainer.explain(images.images, target=self._targets(batch, images)) if images.loaded else None
         written = write_results(images, result, self.out, relative=names.__getitem__,
@@ -112,16 +112,13 @@ class Explain:
 
     def _row_path(self, batch: dict, i: int) -> Optional[str]:
         if "relative" in batch:
-            return str(batch["relative"][i])
+            return _inside_out(str(batch["relative"][i]))
         if "path" not in batch:
             return None
         path = PurePosixPath(str(batch["path"][i]).split("://", 1)[-1])  # s3://bucket/a.jpg: bucket/a.jpg
         if self.root is not None and path.is_relative_to(self.root):
             path = path.relative_to(self.root)
-        relative = PurePosixPath(*path.parts[1:]) if path.is_absolute() else path
-        if ".." in relative.parts:
-            raise InputError(f"{batch['path'][i]}: a path with '..' would write outside out; give a relative column")
-        return str(relative)
+        return _inside_out(str(PurePosixPath(*path.parts[1:]) if path.is_absolute() else path))
 
     def _targets(self, batch: dict, images: Batch):
         if "target" not in batch:
@@ -134,6 +131,14 @@ class Explain:
         for j, item in enumerate(images.loaded):
             maps[item.position] = result.saliency[j].to(torch.float16).cpu().numpy()
         return maps
+
+
+def _inside_out(relative: str) -> str:
+    """``relative``, refused where the files named after it would land outside ``out``."""
+    path = PurePosixPath(relative)
+    if path.is_absolute() or ".." in path.parts:
+        raise InputError(f"{relative}: an absolute path or one with '..' would write outside out")
+    return relative
 
 
 def explain_on_ray(source: str, inputs: InputSet, out_dir: Path, options: Options) -> Summary:

@@ -136,6 +136,9 @@ def test_what_cannot_work_on_ray_is_refused_before_anything_runs(tmp_path, tree,
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="needs a column of images"):
         salrt.ray.Explain(str(artifact))({"pixels": np.zeros(2)})
+    for column in ("relative", "output_base"):
+        with pytest.raises(InputError, match="would write outside out"):
+            salrt.ray.Explain(str(artifact))({"path": np.array(["a.jpg"]), column: np.array(["../../etc/x"])})
     with pytest.raises(InputError, match="give out"):
         salrt.ray.Explain(str(artifact), save=["png"])
 
