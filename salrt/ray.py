@@ -209,6 +209,7 @@ def _explained(ray, source: str, inputs: InputSet, out_dir: Path, options: Optio
                               "method": options.method, "dtype": options.dtype, "cuda_graphs": options.cuda_graphs,
                               **options.model_options}}
     gpus = options.ray_num_gpus if options.ray_num_gpus is not None else (1 if options.device == "cuda" else 0)
+    _check_gpus(ray, gpus)
     actors = ray.data.ActorPoolStrategy(size=options.ray_concurrency) if options.ray_concurrency else \
         ray.data.ActorPoolStrategy(min_size=1, max_size=_actors_that_fit(ray, gpus))
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # the index in input order
@@ -216,12 +217,20 @@ def _explained(ray, source: str, inputs: InputSet, out_dir: Path, options: Optio
                                                   compute=actors, num_gpus=gpus or None)
 
 
+def _check_gpus(ray, gpus: float) -> None:
+    """InputError where no actor could start: Ray would wait for a GPU that never comes."""
+    present = ray.cluster_resources().get("GPU", 0)
+    if gpus and present < gpus:
+        raise InputError(f"the Ray cluster has {present:g} GPUs and each actor asks for {gpus:g} "
+                         f"(--ray-num-gpus; 1 by default with --device cuda)")
+
+
 def _actors_that_fit(ray, gpus: float) -> int:
     """As many actors as the cluster has GPUs for (with num_gpus) or CPUs for, keeping one CPU for Ray
     Data's own read and write tasks."""
     resources = ray.cluster_resources()
     if gpus:
-        return max(1, int(resources.get("GPU", 0) // gpus))
+        return max(1, int(resources["GPU"] // gpus))
     return max(1, int(resources.get("CPU", 1)) - 1)
 
 

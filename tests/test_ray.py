@@ -148,3 +148,9 @@ def test_an_error_in_the_actors_reaches_the_user_as_salrts_own(tmp_path, tree, a
     line rather than as Ray's traceback."""
     code, output = explain_cli(f"{artifact}/", tree / "a", "--out", tmp_path, "--ray", "--backend", "torchscript")
     assert code == 1 and output.startswith("error: ") and "torchscript" in output, output
+
+
+def test_gpus_the_cluster_lacks_are_refused_rather_than_waited_for(tmp_path, tree, artifact, local_ray):
+    for extra in (["--ray-num-gpus", "1", "--ray-concurrency", "2"], ["--device", "cuda"]):
+        code, output = explain_cli(f"{artifact}/", tree / "a", "--out", tmp_path, "--ray", *extra)
+        assert code == 1 and "the Ray cluster has 0 GPUs and each actor asks for 1" in output, output
