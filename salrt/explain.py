@@ -189,11 +189,16 @@ def _load_model(source: str, options: Options) -> _Model:
         remote = RemoteExplainer(options.server, source)
         return _Model(lambda batch: remote.explain([item.encoded for item in batch.loaded], options.target),
                       remote.preprocessing, _fingerprint(server=options.server, model=source, **described), True)
-    explainer = load(source, backend=options.backend, device=options.device, weights=options.weights,
-                     method=options.method, dtype=options.dtype, cuda_graphs=options.cuda_graphs,
-                     **options.model_options)
+    explainer = load(source, **load_options(options))
     return _Model(lambda batch: explainer.explain(batch.images, target=options.target), explainer.preprocessing,
                   _fingerprint(manifest=explainer.manifest, backend=options.backend, **described), False)
+
+
+def load_options(options: Options) -> dict:
+    """The arguments of ``salrt.load`` that ``options`` set: here, and in each Ray actor."""
+    return {"backend": options.backend, "device": options.device, "weights": options.weights,
+            "method": options.method, "dtype": options.dtype, "cuda_graphs": options.cuda_graphs,
+            **options.model_options}
 
 
 def _fingerprint(**settings) -> str:

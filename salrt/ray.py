@@ -31,7 +31,7 @@ from .dataset.outputs import remove_leftover_temporaries
 from .artifact import read_manifest
 from . import errors
 from .errors import InputError, SalrtError
-from .explain import Options, Summary, write_results
+from .explain import Options, Summary, load_options, write_results
 from .models import is_model_name
 from .runtime import load
 
@@ -145,7 +145,7 @@ def explain_on_ray(source: str, inputs: InputSet, out_dir: Path, options: Option
     """``salrt explain --ray``: ``inputs`` explained by Ray Data actors, files under ``out_dir`` as a local run
     writes them, the index (with "index" in options.save) as the directory results.parquet/. The caller has
     checked ``source`` (``check_source``) and made ``out_dir``."""
-    ray = require_ray()
+    ray = require_ray()  # checked with the options already: here it hands over the module
     started = _connect(ray, options.ray)
     try:
         rows_dir = out_dir / (index.file_name("parquet") if "index" in options.save else _ROWS)
@@ -205,9 +205,7 @@ def _explained(ray, source: str, inputs: InputSet, out_dir: Path, options: Optio
     stage = {"source": source, "target": options.target, "out": str(out_dir.resolve()), "maps": False,
              "jpeg_draft": options.jpeg_draft,
              "save": [choice for choice in options.save if choice != "index"],
-             "load_options": {"backend": options.backend, "device": options.device, "weights": options.weights,
-                              "method": options.method, "dtype": options.dtype, "cuda_graphs": options.cuda_graphs,
-                              **options.model_options}}
+             "load_options": load_options(options)}
     gpus = options.ray_num_gpus if options.ray_num_gpus is not None else (1 if options.device == "cuda" else 0)
     _check_gpus(ray, gpus)
     actors = ray.data.ActorPoolStrategy(size=options.ray_concurrency) if options.ray_concurrency else \
