@@ -227,7 +227,7 @@ def _eager_run(module: torch.nn.Module, device: torch.device, manifest: dict) ->
 def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str = AUTO,
          device: Union[str, torch.device] = "cpu", weights: str = "default", method: Optional[Method] = None,
          digest: Optional[str] = None, cuda_graphs: bool = False, dtype: Optional[str] = None,
-         **model_options) -> Explainer:
+         spin_wait: bool = True, **model_options) -> Explainer:
     """An explainer for a model (run eagerly in PyTorch) or an artifact directory.
 
     Args:
@@ -250,6 +250,10 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
         dtype: for a model: "fp32" (default), "bf16" or "fp16" (``salrt.graph.precision``: the scheme and where
             each runs); an artifact computes in the dtype it was exported with (another one here is an
             InputError).
+        spin_wait: False where other CPU work runs beside the model, as ``salrt explain``'s decoding workers
+            do: onnxruntime's threads then sleep between operators instead of spinning on cores that work
+            needs (a whole dataset pipeline runs faster so; a lone call is slower: keep True for latency).
+            libtorch's threads (eager, torchscript, aoti) spin only briefly either way.
         model_options: for a model: ``categories``, ``preprocessing``, ``channels``, ``image_size``, as
             ``salrt.export`` takes them.
 
@@ -280,7 +284,7 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
     if Path(source).is_dir():
         if digest is not None:
             check_digest(Path(source), digest)
-        explainer = _load_artifact(Path(source), backend, device, cuda_graphs)
+        explainer = _load_artifact(Path(source), backend, device, cuda_graphs, spin_wait)
         if dtype is not None and check_dtype(dtype) != dtype_of(explainer.manifest):
             raise InputError(f"{source} computes in {dtype_of(explainer.manifest)}, not {dtype}: export it with "
                              f"--dtype {dtype}, or load the model by name")
@@ -291,7 +295,8 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
     raise InputError(f"{source} is neither an artifact directory nor a known model name")
 
 
-def _load_artifact(directory: Path, backend: str, device: torch.device, cuda_graphs: bool = False) -> Explainer:
+def _load_artifact(directory: Path, backend: str, device: torch.device, cuda_graphs: bool = False,
+                   spin_wait: bool = True) -> Explainer:
     manifest = read_manifest(directory)
     routes = auto_routes(device, manifest["files"]) if backend == AUTO else [(1, backend)]
     for _, name in routes:  # before any file loads: a dtype the runtime does not run on this device
@@ -303,7 +308,7 @@ def _load_artifact(directory: Path, backend: str, device: torch.device, cuda_gra
         else:
             _check_runs_on(directory, manifest["files"].get(BY_BACKEND[name].name), device)
             path = verified_file(directory, manifest, BY_BACKEND[name].name)  # now: a bad file fails the load
-            loaders[name] = lambda load=BY_BACKEND[name].load, path=path: load(path, device)
+            loaders[name] = lambda load=BY_BACKEND[name].load, path=path: load(path, device, spin_wait)
     explainer = Explainer(loaders, routes, manifest, device, cuda_graphs)
     if len(explainer.backends) == 1:
         explainer._run(explainer.backend)  # a single backend loads now: load() reports a file its runtime refuses

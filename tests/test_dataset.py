@@ -288,3 +288,45 @@ def test_jpeg_draft_decodes_reduced_but_records_the_files_size_and_keeps_the_map
     exact, drafted = maps[False]["photo.jpg"].ravel(), maps[True]["photo.jpg"].ravel()
     assert not np.array_equal(exact, drafted) and drafted.max() > 0
     assert np.corrcoef(exact, drafted)[0, 1] > 0.9
+
+
+class _Niceness(torch.utils.data.Dataset):
+    """What each DataLoader worker reports of its own scheduling priority."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from salrt.dataset.loading import Loaded
+        return Loaded(i, size=(os.nice(0), os.getpid()))
+
+
+def _spinning(options) -> str:
+    try:
+        return options.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: onnxruntime's default, spinning
+        return "default"
+
+
+def test_decoding_workers_yield_to_the_model_which_does_not_spin_beside_them(tmp_path, photos, artifact,
+                                                                             monkeypatch):
+    """The pipeline's two scheduling settings where they take effect: every DataLoader worker runs at the lowest
+    priority (the main process keeps its own), and the onnxruntime session of a run with workers sleeps between
+    operators, while ``salrt.load``'s default (a lone call, latency first) keeps spinning."""
+    from salrt.dataset.loading import WORKER_NICENESS, batches
+    reported = [loaded.size for batch in batches(_Niceness(), batch_size=1, workers=2) for loaded in batch.loaded]
+    assert {niceness for niceness, _ in reported} == {min(19, os.nice(0) + WORKER_NICENESS)}
+    assert os.getpid() not in {pid for _, pid in reported} and os.nice(0) < 19
+
+    import onnxruntime
+    sessions, real = [], onnxruntime.InferenceSession
+    monkeypatch.setattr(onnxruntime, "InferenceSession",
+                        lambda path, options, **kwargs: sessions.append(_spinning(options)) or real(path, options, **kwargs))
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(10):  # more than a batch: workers start
+        Image.fromarray(photos["chelsea"][i:]).save(root / f"{i}.jpg")
+    summary = explain_files(str(artifact), [root], tmp_path / "out", Options(save=("index",), workers=2))
+    assert summary.explained == 10 and sessions == ["0"]
+    salrt.load(artifact, backend="onnxruntime")
+    assert sessions == ["0", "default"]

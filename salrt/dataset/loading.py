@@ -22,6 +22,11 @@ from ..images import decode_reduced, displayed_image, mode_for, needed_size, ope
 from ..models import Preprocessing
 
 PREFETCH_BATCHES = 2  # per worker: enough to keep the model busy, few enough to bound memory
+# Workers run at the lowest priority: where they share cores with the model, they decode in the time its
+# threads leave idle instead of preempting one of them mid-operator (which stalls the others at that
+# operator's end); when the model waits for a batch, they have the cores to themselves. Measured on 2 cores
+# (ResNet-18, 640x480 JPEGs): 86% of the tensor rate at equal priority, 91% so.
+WORKER_NICENESS = 19
 
 
 @dataclasses.dataclass
@@ -111,8 +116,13 @@ def batches(files: ImageFiles, batch_size: int, workers: int) -> Iterator[Batch]
     batch: starting a worker would cost more than it hides)."""
     workers = workers if len(files) > batch_size else 0
     loader = DataLoader(files, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                        prefetch_factor=PREFETCH_BATCHES if workers else None)
+                        prefetch_factor=PREFETCH_BATCHES if workers else None, worker_init_fn=_lower_priority)
     return iter(loader)
+
+
+def _lower_priority(worker_id: int) -> None:
+    if hasattr(os, "nice"):  # not on Windows
+        os.nice(WORKER_NICENESS)
 
 
 def default_workers() -> int:

@@ -3,7 +3,10 @@ facts everything else derives from (file names, backend names, CLI choices, ``au
 
 A writer takes ``(graph, path, description)`` (plus the format's own options, if it has any: what its
 ``check_options`` returned) and returns details for the file's manifest entry; a loader takes
-``(path, device)`` and returns a ``Run``: ``(image, target) -> (logits, used_target, saliency, grad)``.
+``(path, device, spin_wait)`` and returns a ``Run``: ``(image, target) -> (logits, used_target, saliency, grad)``.
+``spin_wait`` False: other CPU work shares the cores (``salrt.load``'s argument), so a runtime whose threads
+busy-wait between operators should let them sleep instead; libtorch's OpenMP threads already sleep after a
+brief spin and take no per-model setting, so only onnxruntime acts on it.
 A deployment target (``triton``) has a writer only: salrt does not run it, so it has no backend.
 """
 from __future__ import annotations
@@ -26,7 +29,7 @@ class Format:
     file: str      # its file (a directory, for a deployment target) in an artifact directory
     backend: Optional[str]  # what `--backend` calls the runtime that runs it; None: salrt does not run it
     write: Callable[..., dict]
-    load: Optional[Callable[[Path, torch.device], Run]]
+    load: Optional[Callable[[Path, torch.device, bool], Run]]
     compiles: bool = False  # its export runs a C++ compiler (minutes on a large model)
     for_one_device: bool = False  # compiled for the export's device (its writer takes ``device``); else portable
     libtorch: bool = False  # libtorch alone loads it: the C++ runtime (cpp/) runs it

@@ -43,7 +43,7 @@ def _package(path: Path, device: torch.device):
         raise ArtifactError(f"cannot load {path} (compiled by another torch or for another CPU?): {err}") from None
 
 
-def load(path: Path, device: torch.device):
+def load(path: Path, device: torch.device, spin_wait: bool = True):
     compiled = _package(path, device)
 
     def run(image: torch.Tensor, target: torch.Tensor):
@@ -52,7 +52,7 @@ def load(path: Path, device: torch.device):
     return run
 
 
-def load_single_image(path: Path, device: torch.device):
+def load_single_image(path: Path, device: torch.device, spin_wait: bool = True):
     compiled = _package(path, device)
 
     def run(image: torch.Tensor, target: torch.Tensor):

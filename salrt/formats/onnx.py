@@ -49,11 +49,14 @@ def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
     return {"opset": OPSET, "external_data": external}
 
 
-def load(path: Path, device: torch.device):
+def load(path: Path, device: torch.device, spin_wait: bool = True):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = torch.get_num_threads()
+    if not spin_wait:  # threads that spin between operators hold cores that other work beside the model needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():

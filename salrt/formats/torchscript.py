@@ -84,7 +84,7 @@ def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
     return {"loads_with": "torch.jit.load (torch only)"}
 
 
-def load(path: Path, device: torch.device):
+def load(path: Path, device: torch.device, spin_wait: bool = True):
     try:
         with _deprecation_silenced():
             module = torch.jit.load(str(path), map_location=device)
