@@ -290,15 +290,15 @@ def test_jpeg_draft_decodes_reduced_but_records_the_files_size_and_keeps_the_map
     assert np.corrcoef(exact, drafted)[0, 1] > 0.9
 
 
-class _Niceness(torch.utils.data.Dataset):
-    """What each DataLoader worker reports of its own scheduling priority."""
+class _WorkerSettings(torch.utils.data.Dataset):
+    """What each DataLoader worker reports of its own scheduling priority and Pillow's block cache."""
 
     def __len__(self):
         return 4
 
     def __getitem__(self, i):
         from salrt.dataset.loading import Loaded
-        return Loaded(i, size=(os.nice(0), os.getpid()))
+        return Loaded(i, size=(os.nice(0), os.getpid()), stat=(Image.core.get_blocks_max(), 0))
 
 
 def _spinning(options) -> str:
@@ -310,13 +310,14 @@ def _spinning(options) -> str:
 
 def test_decoding_workers_yield_to_the_model_which_does_not_spin_beside_them(tmp_path, photos, artifact,
                                                                              monkeypatch):
-    """The pipeline's two scheduling settings where they take effect: every DataLoader worker runs at the lowest
-    priority (the main process keeps its own), and the onnxruntime session of a run with workers sleeps between
-    operators, while ``salrt.load``'s default (a lone call, latency first) keeps spinning."""
-    from salrt.dataset.loading import WORKER_NICENESS, batches
-    reported = [loaded.size for batch in batches(_Niceness(), batch_size=1, workers=2) for loaded in batch.loaded]
-    assert {niceness for niceness, _ in reported} == {min(19, os.nice(0) + WORKER_NICENESS)}
-    assert os.getpid() not in {pid for _, pid in reported} and os.nice(0) < 19
+    """The pipeline's settings where they take effect: every DataLoader worker runs at the lowest priority and
+    keeps Pillow's freed image blocks (the main process keeps its own settings), and the onnxruntime session of
+    a run with workers sleeps between operators, while ``salrt.load``'s default (a lone call) keeps spinning."""
+    from salrt.dataset.loading import PILLOW_BLOCKS_KEPT, WORKER_NICENESS, batches
+    loaded = [item for batch in batches(_WorkerSettings(), batch_size=1, workers=2) for item in batch.loaded]
+    assert {item.size[0] for item in loaded} == {min(19, os.nice(0) + WORKER_NICENESS)}
+    assert {item.stat[0] for item in loaded} == {PILLOW_BLOCKS_KEPT} != {Image.core.get_blocks_max()}
+    assert os.getpid() not in {item.size[1] for item in loaded} and os.nice(0) < 19
 
     import onnxruntime
     sessions, real = [], onnxruntime.InferenceSession

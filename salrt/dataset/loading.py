@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
@@ -27,6 +28,10 @@ PREFETCH_BATCHES = 2  # per worker: enough to keep the model busy, few enough to
 # operator's end); when the model waits for a batch, they have the cores to themselves. Measured on 2 cores
 # (ResNet-18, 640x480 JPEGs): 86% of the tensor rate at equal priority, 91% so.
 WORKER_NICENESS = 19
+# Freed image blocks (Pillow allocates images in 16 MB blocks) a worker keeps for the next photo: 8 hold a
+# 24-megapixel RGB image. Without a cache each photo's blocks go back to malloc, whose reuse of them wanders
+# (measured: a ~300 MB band over 2,000 12-megapixel photos against ~25 MB with it, and no page faults).
+PILLOW_BLOCKS_KEPT = 8
 
 
 @dataclasses.dataclass
@@ -116,13 +121,14 @@ def batches(files: ImageFiles, batch_size: int, workers: int) -> Iterator[Batch]
     batch: starting a worker would cost more than it hides)."""
     workers = workers if len(files) > batch_size else 0
     loader = DataLoader(files, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                        prefetch_factor=PREFETCH_BATCHES if workers else None, worker_init_fn=_lower_priority)
+                        prefetch_factor=PREFETCH_BATCHES if workers else None, worker_init_fn=_start_worker)
     return iter(loader)
 
 
-def _lower_priority(worker_id: int) -> None:
+def _start_worker(worker_id: int) -> None:
     if hasattr(os, "nice"):  # not on Windows
         os.nice(WORKER_NICENESS)
+    Image.core.set_blocks_max(PILLOW_BLOCKS_KEPT)
 
 
 def default_workers() -> int:
