@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -295,6 +296,20 @@ def test_a_thousand_bad_requests_leak_nothing(server, photos):
     after = _rss_mb(server.process.pid)
     assert sum(after.values()) - sum(before.values()) < 50, (before, after)
     assert client.infer("resnet18", tensor_request(http, np.zeros((1, 3, 224, 224), np.float32))).as_numpy("logits") is not None
+
+
+def test_triton_and_its_stubs_keep_freed_memory_for_the_next_request(server, monkeypatch):
+    """Triton and every Python-backend stub it started run with salrt's malloc settings (a request's
+    activations reuse the heap instead of faulting fresh pages in: 3.5 ms of a ResNet-18 call on the CPU);
+    a setting the user made wins."""
+    from salrt.server.process import MALLOC_SETTINGS, _environment
+    processes = _rss_mb(server.process.pid)
+    assert len(processes) >= 3, processes  # tritonserver, the tensor model's stub, the image model's stub
+    for pid in processes:
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert all(f"{key}={value}".encode() in environment for key, value in MALLOC_SETTINGS.items()), pid
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert _environment()["MALLOC_TRIM_THRESHOLD_"] == "0"
 
 
 def test_admin_endpoints_are_closed(server):
