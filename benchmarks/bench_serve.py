@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -31,7 +32,8 @@ from salrt.bench.harness import cached_artifact, percentile
 from salrt.formats import BY_BACKEND
 from salrt.models import load_model
 from salrt.server import TENSOR, ServeOptions, TritonServer
-from salrt.server.client import RemoteExplainer
+from salrt.server.process import MALLOC_SETTINGS
+from salrt.server.client import RemoteExplainer, SharedMemoryTensors
 from salrt.server.repository import TIMING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,9 +120,15 @@ class Load:
                 "average_batch": done / max(self.deltas["execution_count"], 1)}
 
 
+# How a lone request travels, each measured at concurrency 1 (the loads at 4 and 16 use the first):
+# {label: shared memory?}. Shared memory needs the server's shared-memory API open (salrt serve --shared-memory).
+C1_TRANSPORTS = {"gRPC": False, "gRPC + shared memory": True}
+
+
 def bench_model(name: str, requests: int, rounds: int) -> dict:
     """In-process and served measurements interleaved, so both see the same machine state: N=1 calls
-    alternate with concurrency-1 requests, N=8 calls with blocks of concurrency-16 requests."""
+    alternate with concurrency-1 requests (each transport in turn), N=8 calls with blocks of concurrency-16
+    requests."""
     spec = load_model(name, "random")
     artifact = cached_artifact(spec, [f.name for f in BY_BACKEND.values()], ROOT / ".salrt-bench", print)
     size = spec.preprocessing.crop
@@ -128,36 +136,40 @@ def bench_model(name: str, requests: int, rounds: int) -> dict:
     batch8 = image.expand(8, -1, -1, -1).contiguous()
     explainer = salrt.load(artifact)
     http_port, grpc_port, metrics_port = free_ports(3)
-    with TritonServer(artifact, ServeOptions(http_port=http_port, grpc_port=grpc_port,
-                                             metrics_port=metrics_port)) as server:
+    with TritonServer(artifact, ServeOptions(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                                             shared_memory=True)) as server:
         loads = {c: Load(server, image.numpy(), c) for c in CONCURRENCY[1:]}
-        probe = Probe(server, image.numpy(), PROTOCOL, True, OUTPUTS)  # concurrency 1, with its breakdown
+        probes = {label: Probe(server, image.numpy(), PROTOCOL, True, OUTPUTS, shared_memory)
+                  for label, shared_memory in C1_TRANSPORTS.items()}  # with their breakdown
         for _ in range(2):  # warm-up: both paths, both batch sizes
             explainer.explain(image), explainer.explain(batch8), loads[4]._client_thread(2)
         n1, n8 = [], []
         for round_ in range(rounds):
-            time.sleep(PAUSE_S)
-            n1.append(_timed(lambda: explainer.explain(image)))
-            time.sleep(PAUSE_S)
-            probe.request(str(round_))
-        c1 = probe.summary(logged_timings(server.log))
+            for number, probe in enumerate(probes.values()):
+                time.sleep(PAUSE_S)
+                n1.append(_timed(lambda: explainer.explain(image)))
+                time.sleep(PAUSE_S)
+                probe.request(f"{round_}.{number}")  # no spaces: the model logs it as one field
+        logged = logged_timings(server.log)
+        c1 = {label: probe.summary(logged) for label, probe in probes.items()}
         loads[4].run(requests)
         for _ in range(3):
             n8.append(_timed(lambda: explainer.explain(batch8)))
             loads[16].run(max(requests, 8 * 16) // 3 // 16 * 16)
     local = {"backend_n1": explainer.backend_for(1), "backend_n8": explainer.backend_for(8),
              "n1_p50_ms": statistics.median(n1) * 1e3, "n8_images_per_s": 8 / statistics.median(n8)}
-    rows = [c1_row(c1, len(n1))] + [loads[c].summary() for c in CONCURRENCY[1:]]
+    rows = ([c1_row(c1[label], rounds, label, local["n1_p50_ms"]) for label in C1_TRANSPORTS]
+            + [{**loads[c].summary(), "transport": next(iter(C1_TRANSPORTS))} for c in CONCURRENCY[1:]])
     print(f"{name} in-process: N=1 p50 {local['n1_p50_ms']:.1f} ms ({local['backend_n1']}), "
           f"N=8 {local['n8_images_per_s']:.2f} img/s ({local['backend_n8']})", flush=True)
     for row in rows:
-        print(f"{name} served, concurrency {row['concurrency']:2}: {row['images_per_s']:5.2f} img/s, p50 "
-              f"{row['p50_ms']:6.1f} p99 {row['p99_ms']:6.1f} ms, queue {row['queue_ms']:5.1f} ms, compute "
+        print(f"{name} served, concurrency {row['concurrency']:2} ({row['transport']}): {row['images_per_s']:5.2f} "
+              f"img/s, p50 {row['p50_ms']:6.1f} p99 {row['p99_ms']:6.1f} ms, queue {row['queue_ms']:5.1f} ms, compute "
               f"{row['compute_ms']:6.1f} ms, batch {row['average_batch']:.2f}, errors {row['errors']}", flush=True)
-    fixed = fixed_cost(c1, local["n1_p50_ms"])
-    print(f"{name} fixed cost at concurrency 1: " + ", ".join(f"{k} {v:.2f}" for k, v in fixed.items()), flush=True)
-    return {"model": name, "in_process": local, "served": rows, "fixed_cost_ms": fixed,
-            "c1_p50_over_in_process_n1": rows[0]["p50_ms"] / local["n1_p50_ms"],
+        if "fixed_cost_ms" in row:
+            print(f"{name} fixed cost at concurrency 1 ({row['transport']}): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in row["fixed_cost_ms"].items()), flush=True)
+    return {"model": name, "in_process": local, "served": rows,
             "c16_throughput_over_in_process_n8": rows[-1]["images_per_s"] / local["n8_images_per_s"]}
 
 
@@ -167,7 +179,8 @@ VARIANTS = {"http binary, all outputs": (http, True, None),
             "http binary, saliency+logits": (http, True, ("saliency", "logits")),
             "http JSON, saliency+logits": (http, False, ("saliency", "logits")),
             "grpc, all outputs": (grpc, True, None),
-            "grpc, saliency+logits": (grpc, True, ("saliency", "logits"))}
+            "grpc, saliency+logits": (grpc, True, ("saliency", "logits")),
+            "grpc + system shared memory, saliency+logits": (grpc, True, ("saliency", "logits"), True)}
 SERVER_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
@@ -175,7 +188,8 @@ class Probe:
     """One request variant: its client, inputs and outputs, client-side latencies, Triton's statistics
     deltas summed over the requests, and the ids of its requests (the model logs their ``TIMING``)."""
 
-    def __init__(self, server: TritonServer, image: np.ndarray, module, binary: bool, outputs):
+    def __init__(self, server: TritonServer, image: np.ndarray, module, binary: bool, outputs,
+                 shared_memory: bool = False):
         self.module, self.model, self.log = module, server.models[TENSOR], server.log
         self.client = module.InferenceServerClient(
             server.url if module is http else grpc_url(server))
@@ -186,13 +200,23 @@ class Probe:
         else:
             self.inputs[0].set_data_from_numpy(image)
             self.outputs = outputs and [grpc.InferRequestedOutput(name) for name in outputs]
+        self.image, self.tensors = image, None
+        if shared_memory:  # the image and the outputs through regions (a gRPC client naming its outputs)
+            shapes = self.client.infer(self.model, self.inputs, outputs=self.outputs)
+            self.tensors = SharedMemoryTensors(self.client, image.shape, {
+                name: (shapes.as_numpy(name).shape, shapes.as_numpy(name).dtype) for name in outputs})
         self.latencies, self.server_ns, self.ids, self.wall_ns = [], {}, [], []
+
+    def infer(self, **request) -> None:
+        if self.tensors is not None:
+            self.tensors.infer(self.model, self.image, **request)
+        else:
+            self.client.infer(self.model, self.inputs, outputs=self.outputs, **request)
 
     def request(self, request_id: str) -> None:
         before = self._statistics()
         sent_ns, started = time.time_ns(), time.perf_counter()
-        self.client.infer(self.model, self.inputs, outputs=self.outputs, request_id=request_id,
-                          parameters={TIMING: True})
+        self.infer(request_id=request_id, parameters={TIMING: True})
         self.latencies.append(time.perf_counter() - started)
         self.wall_ns.append((sent_ns, time.time_ns()))
         after = self._statistics()
@@ -252,10 +276,10 @@ def breakdown(name: str, rounds: int) -> dict:
     explainer = salrt.load(artifact)
     http_port, grpc_port, metrics_port = free_ports(3)
     with TritonServer(artifact, ServeOptions(http_port=http_port, grpc_port=grpc_port,
-                                             metrics_port=metrics_port)) as server:
+                                             metrics_port=metrics_port, shared_memory=True)) as server:
         probes = {variant: Probe(server, image.numpy(), *spec_) for variant, spec_ in VARIANTS.items()}
         for probe in probes.values():  # warm-up
-            explainer.explain(image), probe.client.infer(probe.model, probe.inputs, outputs=probe.outputs)
+            explainer.explain(image), probe.infer()
         # the image model as `salrt explain --server` calls it, per protocol, against explain of the same JPEG
         remote = {protocol: RemoteExplainer(f"{protocol}://127.0.0.1:{port}", name)
                   for protocol, port in (("http", http_port), ("grpc", grpc_port))}
@@ -299,12 +323,14 @@ def _jpeg(size: int) -> bytes:
     return buffer.getvalue()
 
 
-def c1_row(c1: dict, requests: int) -> dict:
-    """The concurrency-1 row of the table, from the probe's measurements."""
-    return {"concurrency": 1, "requests": requests, "errors": 0, "images_per_s": 1e3 / c1["p50_ms"],
-            "p50_ms": c1["p50_ms"], "p90_ms": c1["p90_ms"], "p99_ms": c1["p99_ms"], "queue_ms": c1["queue_ms"],
+def c1_row(c1: dict, requests: int, transport: str, in_process_ms: float) -> dict:
+    """A concurrency-1 row of the table, from its probe's measurements, with its fixed cost over in-process."""
+    return {"concurrency": 1, "transport": transport, "requests": requests, "errors": 0,
+            "images_per_s": 1e3 / c1["p50_ms"], "p50_ms": c1["p50_ms"], "p90_ms": c1["p90_ms"],
+            "p99_ms": c1["p99_ms"], "queue_ms": c1["queue_ms"],
             "compute_ms": c1["compute_input_ms"] + c1["compute_infer_ms"] + c1["compute_output_ms"],
-            "average_batch": 1.0}
+            "average_batch": 1.0, "fixed_cost_ms": fixed_cost(c1, in_process_ms),
+            "over_in_process_n1": c1["p50_ms"] / in_process_ms}
 
 
 def fixed_cost(c1: dict, in_process_ms: float) -> dict:
@@ -320,28 +346,30 @@ def fixed_cost(c1: dict, in_process_ms: float) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = ["| model | concurrency | img/s | p50 ms | p90 ms | p99 ms | errors | queue ms | compute ms | avg batch "
-             "| fixed cost ms (stub compute + way in + way out + outputs) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | concurrency | transport | img/s | p50 ms | p90 ms | p99 ms | errors | queue ms | compute ms "
+             "| avg batch | fixed cost ms (stub compute + way in + way out + outputs) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for result in report["models"]:
-        local, fixed = result["in_process"], result["fixed_cost_ms"]
-        lines.append(f"| {result['model']} | in-process N=1 ({local['backend_n1']}) | "
+        local = result["in_process"]
+        lines.append(f"| {result['model']} | in-process N=1 ({local['backend_n1']}) | | "
                      f"{1e3 / local['n1_p50_ms']:.2f} | {local['n1_p50_ms']:.1f} | | | | | | 1 | |")
-        lines.append(f"| {result['model']} | in-process N=8 ({local['backend_n8']}) | "
+        lines.append(f"| {result['model']} | in-process N=8 ({local['backend_n8']}) | | "
                      f"{local['n8_images_per_s']:.2f} | | | | | | | 8 | |")
         for r in result["served"]:
+            fixed = r.get("fixed_cost_ms")
             cost = (f"{fixed['total']:.1f} ({fixed['stub_compute']:.1f} + {fixed['way_in']:.1f} + "
-                    f"{fixed['way_out']:.1f} + {fixed['outputs']:.1f})" if r["concurrency"] == 1 else "")
-            lines.append(f"| {result['model']} | served, {r['concurrency']} | {r['images_per_s']:.2f} | "
-                         f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
-                         f"{r['queue_ms']:.1f} | {r['compute_ms']:.1f} | {r['average_batch']:.2f} | {cost} |")
+                    f"{fixed['way_out']:.1f} + {fixed['outputs']:.1f})" if fixed else "")
+            lines.append(f"| {result['model']} | served, {r['concurrency']} | {r['transport']} | "
+                         f"{r['images_per_s']:.2f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | "
+                         f"{r['errors']} | {r['queue_ms']:.1f} | {r['compute_ms']:.1f} | {r['average_batch']:.2f} "
+                         f"| {cost} |")
     lines.append("")
     for result in report["models"]:
-        lines.append(f"- {result['model']}: served p50 at concurrency 1 = "
-                     f"{result['c1_p50_over_in_process_n1']:.3f} x in-process N=1, "
-                     f"+{result['fixed_cost_ms']['total']:.1f} ms (goal <= 1.05 and <= 2 ms); throughput at "
-                     f"concurrency 16 = {result['c16_throughput_over_in_process_n8']:.2f} x in-process N=8 "
-                     "(goal >= 0.90)")
+        c1 = "; ".join(f"{r['transport']} {r['over_in_process_n1']:.3f} x, {r['fixed_cost_ms']['total']:+.1f} ms"
+                       for r in result["served"] if "fixed_cost_ms" in r)
+        lines.append(f"- {result['model']}: served p50 at concurrency 1 over in-process N=1: {c1} (goal <= 1.05 "
+                     f"and <= 2 ms); throughput at concurrency 16 = "
+                     f"{result['c16_throughput_over_in_process_n8']:.2f} x in-process N=8 (goal >= 0.90)")
     return "\n".join(lines)
 
 
@@ -351,7 +379,7 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for result in report["models"]:
-        served = result["served"]
+        served = [r for r in result["served"] if r["transport"] == next(iter(C1_TRANSPORTS))]
         line, = axis.plot([r["images_per_s"] for r in served], [r["p50_ms"] for r in served], "o-",
                           label=f"{result['model']} served (p50)")
         for r in served:
@@ -370,11 +398,34 @@ def plot(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def readme_block(report: dict) -> str:
+    return ("Generated by `python benchmarks/bench_serve.py` (this machine: 2 CPU cores; loopback gRPC, one image per "
+            "request asking for `saliency` and `logits`, at concurrency 1 also through system shared memory "
+            "(`salrt serve --shared-memory`); the in-process reference runs with the malloc settings the server's "
+            "processes get (`server.process.MALLOC_SETTINGS`); queue and compute are Triton's per-request "
+            "averages; the fixed cost is served p50 minus in-process p50 at one image: salrt's check and explain "
+            "in the Python-backend stub beyond the in-process call, client send to `execute` entered, `execute` "
+            "left to client done, salrt's output conversion; medians, so the parts need not add up):\n\n"
+            + table(report) + "\n\n![serving: latency vs throughput](docs/bench-serve.png)")
+
+
+def with_server_malloc_settings() -> None:
+    """Re-runs this script with the malloc settings `salrt serve` gives Triton's processes (glibc reads them at
+    start), so the in-process reference keeps freed activations as the server's stubs do: without them a
+    process's calls fault fresh pages in or not depending on what it freed before (measured on ResNet-18 N=1:
+    2,144 faults and 52.1 ms a call against 0.6 and 48.8 ms), which would decide the comparison."""
+    missing = {key: value for key, value in MALLOC_SETTINGS.items() if key not in os.environ}
+    if missing:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **missing})
+
+
 def main(argv=None) -> dict:
+    if argv is None:  # run as a script: its own command line is what the re-run repeats
+        with_server_malloc_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet50,resnet18")
     parser.add_argument("--requests", type=int, default=48, help="timed requests at concurrency 4 (16: at least 128)")
-    parser.add_argument("--rounds", type=int, default=20, help="interleaved N=1 pairs (in-process call, request)")
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved N=1 pairs (in-process call, request)")
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--breakdown", action="store_true",
                         help="only break a concurrency-1 request's cost down per protocol and outputs (prints it)")
@@ -388,14 +439,7 @@ def main(argv=None) -> dict:
     plot(report, ROOT / "docs" / "bench-serve.png")
     print(table(report))
     if not args.no_readme:
-        replace_readme_block(ROOT / "README.md", "serve", (
-            "Generated by `python benchmarks/bench_serve.py` (this machine: 2 CPU cores; loopback gRPC, one "
-            "image per request asking for `saliency` and `logits`; queue and compute are Triton's per-request "
-            "averages; the fixed cost is served p50 minus in-process p50 at one image: salrt's check and explain "
-            "in the Python-backend stub beyond the in-process call, client send to `execute` entered, `execute` "
-            "left to client done, salrt's output conversion; medians, so the parts need not add up):\n\n"
-            + table(report) +
-            "\n\n![serving: latency vs throughput](docs/bench-serve.png)"))
+        replace_readme_block(ROOT / "README.md", "serve", readme_block(report))
     return report
 
 

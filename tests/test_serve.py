@@ -312,6 +312,28 @@ def test_triton_and_its_stubs_keep_freed_memory_for_the_next_request(server, mon
     assert _environment()["MALLOC_TRIM_THRESHOLD_"] == "0"
 
 
+def test_shared_memory_is_closed_unless_asked_for_and_then_carries_the_tensors(artifact, server, local):
+    """A same-host client's tensors through system shared memory: refused by a default server (the API stays
+    restricted), and with ``shared_memory=True`` each request's image and outputs go through the regions and
+    match in-process, request after request (the regions are rewritten, not appended to)."""
+    from salrt.server.client import SharedMemoryTensors
+    outputs = {"saliency": ((1, 224, 224), np.float32), "logits": ((1, 1000), np.float32)}
+    closed = grpc.InferenceServerClient(f"127.0.0.1:{server.options.grpc_port}")
+    with pytest.raises(InferenceServerException, match="This protocol is restricted"):
+        SharedMemoryTensors(closed, (1, 3, 224, 224), outputs)
+    with TritonServer(artifact, options(shared_memory=True)) as shared:
+        client = grpc.InferenceServerClient(f"127.0.0.1:{shared.options.grpc_port}")
+        with SharedMemoryTensors(client, (1, 3, 224, 224), outputs) as tensors:
+            for seed in (11, 12):
+                image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+                expected, got = local.explain(image), tensors.infer("resnet18", image.numpy())
+                assert set(got) == {"saliency", "logits"}
+                assert relative_l2(torch.from_numpy(got["saliency"]), expected.saliency) <= 1e-5, seed
+                assert relative_l2(torch.from_numpy(got["logits"]), expected.logits) <= 1e-5, seed
+                assert got["saliency"].max() > 0
+        assert client.get_system_shared_memory_status().regions == {}  # unregistered on close
+
+
 def test_admin_endpoints_are_closed(server):
     def status(method: str, path: str) -> int:
         request = urllib.request.Request(f"http://{server.url}{path}", data=b"{}", method=method)

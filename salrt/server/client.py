@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import Optional, Sequence
+import os
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -76,3 +77,65 @@ class RemoteExplainer:
         except (ConnectionError, OSError) as err:
             raise SalrtError(f"no salrt server answers at {self.protocol}://{self.url} ({err.__class__.__name__}); "
                              "start one with `salrt serve ARTIFACT_DIR`") from None
+
+
+class _Region(NamedTuple):
+    handle: object  # tritonclient's
+    name: str       # what the server knows it as
+    shape: tuple
+    dtype: np.dtype
+    size: int       # bytes
+
+
+class SharedMemoryTensors:
+    """A same-host gRPC client's tensors through system shared memory, for a server started with
+    ``ServeOptions(shared_memory=True)`` (``salrt serve --shared-memory``): one region for the ``image`` input
+    and one per output, registered once; each ``infer`` writes the image there and reads the outputs back,
+    so neither travels through the socket. ``outputs``: {name: (shape, numpy dtype)} of one request."""
+
+    def __init__(self, client, image_shape: Sequence[int], outputs: dict):
+        import secrets
+        import tritonclient.grpc as grpc
+        import tritonclient.utils.shared_memory as shm
+        self._client, self._shm, self.regions = client, shm, {}
+        tag = f"salrt{os.getpid()}_{secrets.token_hex(4)}"
+        shapes = {"image": (tuple(image_shape), np.dtype(np.float32)),
+                  **{name: (tuple(shape), np.dtype(dtype)) for name, (shape, dtype) in outputs.items()}}
+        try:
+            for name, (shape, dtype) in shapes.items():
+                size, region_name = int(np.prod(shape)) * dtype.itemsize, f"{tag}_{name}"
+                self.regions[name] = _Region(shm.create_shared_memory_region(region_name, f"/{region_name}", size),
+                                             region_name, shape, dtype, size)
+                client.register_system_shared_memory(region_name, f"/{region_name}", size)
+        except Exception:
+            self.close()
+            raise
+        self._input = grpc.InferInput("image", list(image_shape), "FP32")
+        self._input.set_shared_memory(self.regions["image"].name, self.regions["image"].size)
+        self._outputs = []
+        for name in outputs:
+            requested = grpc.InferRequestedOutput(name)
+            requested.set_shared_memory(self.regions[name].name, self.regions[name].size)
+            self._outputs.append(requested)
+
+    def infer(self, model: str, image: np.ndarray, **request) -> dict:
+        """The outputs of one request for ``image`` (copies: the regions are rewritten by the next one)."""
+        self._shm.set_shared_memory_region(self.regions["image"].handle, [np.ascontiguousarray(image, np.float32)])
+        self._client.infer(model, [self._input], outputs=self._outputs, **request)
+        return {name: self._shm.get_contents_as_numpy(region.handle, region.dtype, region.shape).copy()
+                for name, region in self.regions.items() if name != "image"}
+
+    def close(self) -> None:
+        for region in self.regions.values():
+            try:
+                self._client.unregister_system_shared_memory(region.name)
+            except Exception:  # the server may be gone already; the region is ours to remove either way
+                pass
+            self._shm.destroy_shared_memory_region(region.handle)
+        self.regions = {}
+
+    def __enter__(self) -> "SharedMemoryTensors":
+        return self
+
+    def __exit__(self, *error) -> None:
+        self.close()
