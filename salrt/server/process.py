@@ -26,12 +26,12 @@ from .repository import pytriton_dir, write_serve_repository
 
 # Clients may infer, read health, metadata, configs and statistics; these stay closed to them (with
 # --model-control-mode=none, models cannot be loaded or unloaded by anyone).
-RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 # What ServeOptions(shared_memory=True) opens: clients on this host may then register system shared-memory
 # regions and send tensors through them instead of the socket (measured on ResNet-18: ~1 ms less a request).
 # Registering makes Triton map a /dev/shm object the client names, so any client that reaches the ports can
 # make it read or write shared-memory objects of its user: opened only when asked.
 SHARED_MEMORY_API = "shared-memory"
+RESTRICTED_APIS = ("model-repository", SHARED_MEMORY_API, "trace", "logging")
 ADMIN_HEADER = "salrt-admin-key"
 # How long Triton's batcher holds a request for others while a model instance is idle. Requests that arrive
 # while it computes are batched anyway. On the CPU a batch costs its images' time (measured: resnet18 N=8 on
