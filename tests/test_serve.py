@@ -331,6 +331,8 @@ def test_shared_memory_is_closed_unless_asked_for_and_then_carries_the_tensors(a
                 assert relative_l2(torch.from_numpy(got["saliency"]), expected.saliency) <= 1e-5, seed
                 assert relative_l2(torch.from_numpy(got["logits"]), expected.logits) <= 1e-5, seed
                 assert got["saliency"].max() > 0
+            with pytest.raises(salrt.errors.InputError, match=r"shape \(2, 3, 224, 224\) for regions sized for \(1, 3, 224, 224\)"):
+                tensors.infer("resnet18", np.zeros((2, 3, 224, 224), np.float32))
         assert client.get_system_shared_memory_status().regions == {}  # unregistered on close
 
 

@@ -120,6 +120,9 @@ class SharedMemoryTensors:
 
     def infer(self, model: str, image: np.ndarray, **request) -> dict:
         """The outputs of one request for ``image`` (copies: the regions are rewritten by the next one)."""
+        if tuple(image.shape) != self.regions["image"].shape:
+            raise InputError(f"an image of shape {tuple(image.shape)} for regions sized for "
+                             f"{self.regions['image'].shape}: make one SharedMemoryTensors per request shape")
         self._shm.set_shared_memory_region(self.regions["image"].handle, [np.ascontiguousarray(image, np.float32)])
         self._client.infer(model, [self._input], outputs=self._outputs, **request)
         return {name: self._shm.get_contents_as_numpy(region.handle, region.dtype, region.shape).copy()
