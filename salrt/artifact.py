@@ -56,7 +56,7 @@ def describe(spec: ClassifierSpec, method: Method = Method(), dtype: str = DEFAU
         "dtype": dtype,
         "chunk": method.chunk_for(shape),
         "images_per_call": method.images_per_call(shape),
-        **contract(shape, len(spec.categories), method.outputs),
+        **contract(shape, len(spec.categories), method.outputs, method.taps[0].grid if method.taps else ()),
         "categories": spec.categories,
     }
 
@@ -203,6 +203,7 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
     _check_replaceable(out_dir)
     spec = as_spec(model, weights, categories=categories, preprocessing=preprocessing, channels=channels,
                    image_size=image_size)
+    method = method.resolved(spec.module, spec.input_shape)  # a layer that does not fit: refused before any file
     staging = _staging_dir(out_dir)
     try:
         started = time.perf_counter()

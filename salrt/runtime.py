@@ -276,7 +276,8 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
             raise InputError("digest: for an artifact directory only (a model source is not a reviewed file)")
         check_device(check_dtype(dtype or DEFAULT_DTYPE), EAGER, device.type)
         spec = as_spec(source, weights, **model_options)
-        manifest = describe(spec, (method or Method()).check(), dtype or DEFAULT_DTYPE)
+        method = (method or Method()).check().resolved(spec.module, spec.input_shape)
+        manifest = describe(spec, method, dtype or DEFAULT_DTYPE)
         return Explainer({EAGER: lambda: _eager_run(spec.module, device, manifest)}, [(1, EAGER)], manifest, device,
                          cuda_graphs)
     if model_options:
@@ -288,7 +289,7 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
         if dtype is not None and check_dtype(dtype) != dtype_of(explainer.manifest):
             raise InputError(f"{source} computes in {dtype_of(explainer.manifest)}, not {dtype}: export it with "
                              f"--dtype {dtype}, or load the model by name")
-        if method is not None and method.check().parameters() != Method.of(explainer.manifest).parameters():
+        if method is not None and not method.check().matches(Method.of(explainer.manifest)):
             raise InputError(f"{source} computes {Method.of(explainer.manifest).parameters()}, not "
                              f"{method.parameters()}: export it with that method, or load the model by name")
         return explainer

@@ -68,7 +68,7 @@ def test_evaluate_command_writes_its_report_and_pictures(tmp_path, photo_files):
 def test_bad_method_or_metric_is_refused(photo_files, tmp_path):
     from salrt.evaluate import evaluate, parse_methods
     with pytest.raises(InputError, match="unknown method"):
-        parse_methods("saliency,gradcam")
+        parse_methods("saliency,occlusion")
     with pytest.raises(InputError, match="unknown metric"):
         evaluate("resnet18", [photo_files["chelsea"]], parse_methods("saliency"), ["deletion", "pointing"],
                  tmp_path, weights="random")

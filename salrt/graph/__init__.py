@@ -14,7 +14,8 @@ import torch
 
 from .decompositions import backward_as_forward_ops, forward_rewrites
 from .io import INPUTS, OUTPUTS, as_image_shape, contract, contract_of, image_shape
-from .methods import METHODS, Method, method_outputs
+from .layers import GUIDED_DECOMPOSITIONS
+from .methods import METHODS, Method, graph_function, instrumented, method_outputs
 from .precision import DEFAULT as DEFAULT_DTYPE, DTYPES, SHIPPED, Scheme, apply_precision, check_dtype
 from .passes import (check_no_backward_ops, created_on_the_input_device, direct_input_gradient_convolutions,
                      drop_no_op_restrides, fold_batch_norms, polyphase_narrow_transposed_convolutions)
@@ -25,9 +26,13 @@ __all__ = ["DEFAULT_DTYPE", "DTYPES", "INPUTS", "METHODS", "Method", "OUTPUTS", 
            "exported_program", "image_shape", "input_gradient", "method_outputs", "trace_forward"]
 
 
-def trace_forward(model: torch.nn.Module, image_shape: Sequence[int]) -> torch.fx.GraphModule:
+def trace_forward(model: torch.nn.Module, image_shape: Sequence[int], method: Method = Method()) -> torch.fx.GraphModule:
+    """The forward pass as ``method`` reads it (resolved): the logits, or for the CAM family and guided methods
+    what ``methods.instrumented`` returns (the layers' maps, guided ReLUs)."""
     image, _ = example_inputs(image_shape)
-    return trace_with_constant_weights(model, lambda forward, x: forward(x), (image,), forward_rewrites())
+    instrument = instrumented(model, method)
+    with instrument.installed():
+        return trace_with_constant_weights(model, instrument.run, (image,), forward_rewrites())
 
 
 def build_saliency_graph(model: torch.nn.Module, image_shape: Sequence[int], method: Method = Method(),
@@ -38,9 +43,11 @@ def build_saliency_graph(model: torch.nn.Module, image_shape: Sequence[int], met
     black IG baseline; default 0 and 1 per channel) with its heavy ops in ``dtype`` (``precision.SHIPPED``'s
     scheme; ``scheme``: another one, as the dtype benchmark compares them). The I/O stays float32."""
     image_shape = as_image_shape(image_shape)
-    forward = fold_batch_norms(drop_no_op_restrides(trace_forward(model, image_shape)))
-    joint = trace_with_constant_weights(forward, method_outputs(method, image_shape, mean, std),
-                                        example_inputs(image_shape), backward_as_forward_ops())
+    method = method.check().resolved(model, image_shape)
+    forward = fold_batch_norms(drop_no_op_restrides(trace_forward(model, image_shape, method)))
+    joint = trace_with_constant_weights(forward, graph_function(method, image_shape, mean, std),
+                                        example_inputs(image_shape), {**backward_as_forward_ops(),
+                                                                      **GUIDED_DECOMPOSITIONS})
     check_no_backward_ops(joint)
     joint = polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(joint))
     # after the passes above (they match float32 convolutions with constant weights)

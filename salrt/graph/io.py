@@ -1,8 +1,8 @@
 """The tensor contract every saliency graph keeps, in every format: the one description of its inputs and
 outputs (name, dtype, shape, in order) that the manifest carries and everything else reads.
 
-Shapes are written with ``N`` (the batch, dynamic) and the model's sizes ``C`` (channels), ``H``, ``W`` and
-``K`` (classes). ``contract`` makes them concrete for one model (N stays symbolic); the manifest stores that
+Shapes are written with ``N`` (the batch, dynamic) and the model's sizes ``C`` (channels), ``H``, ``W``,
+``K`` (classes) and, for the CAM family, ``h`` and ``w``: its (first) layer's grid. ``contract`` makes them concrete for one model (N stays symbolic); the manifest stores that
 concrete form, so runtimes (Python, C++, Triton configs) read a model's sizes from it and restate nothing.
 """
 from __future__ import annotations
@@ -38,16 +38,21 @@ OUTPUTS = {t.name: t for t in (
     Tensor("used_target", "int64", (BATCH,), "the class explained"),
     Tensor("saliency", "float32", (BATCH, "H", "W"), "max over channels of |attribution|, min-max normalized; "
                                                       "a constant map is all zeros", range=(0, 1)),
-    Tensor("grad", "float32", (BATCH, "C", "H", "W"), "the attribution: the input gradient for the saliency method"),
+    Tensor("grad", "float32", (BATCH, "C", "H", "W"), "the attribution: the input gradient for the saliency method; "
+                                                      "for the CAM family the upsampled map in every channel"),
     Tensor("delta", "float32", (BATCH,), "integrated_gradients: sum of attributions - (F(x) - F(baseline))"),
+    Tensor("cam", "float32", (BATCH, "h", "w"), "the CAM family: the (first) layer's map after the ReLU, before "
+                                                "normalization and upsampling"),
 )}
 BASE_OUTPUTS = ("logits", "used_target", "saliency", "grad")  # every method's; methods may add others after them
 
 
-def contract(input_shape: Sequence[int], classes: int, outputs: Sequence[str] = BASE_OUTPUTS) -> dict:
-    """{"inputs": [...], "outputs": [...]} of a model taking [N, *input_shape] images with ``classes`` logits."""
+def contract(input_shape: Sequence[int], classes: int, outputs: Sequence[str] = BASE_OUTPUTS,
+             layer_grid: Sequence[int] = ()) -> dict:
+    """{"inputs": [...], "outputs": [...]} of a model taking [N, *input_shape] images with ``classes`` logits
+    (``layer_grid``: (h, w) of a CAM method's first layer)."""
     channels, height, width = (int(size) for size in input_shape)
-    sizes = {"C": channels, "H": height, "W": width, "K": int(classes)}
+    sizes = {"C": channels, "H": height, "W": width, "K": int(classes), **dict(zip("hw", map(int, layer_grid)))}
     return {"inputs": [t.concrete(sizes) for t in INPUTS], "outputs": [OUTPUTS[name].concrete(sizes) for name in outputs]}
 
 
