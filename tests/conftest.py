@@ -127,6 +127,17 @@ def ig_artifact(tmp_path_factory):
     return directory
 
 
+@pytest.fixture(scope="session")
+def gradcam_artifact(tmp_path_factory):
+    """ResNet-18 (random weights, randomized batch-norm statistics) at 64 px exported with Grad-CAM to every
+    format the C++ runtime and the server run: its extra output ``cam`` is [N, 2, 2] (layer4's grid)."""
+    import salrt
+    from architectures import randomized_statistics
+    model = randomized_statistics(salrt.models.load_model("resnet18", "random").module)
+    return salrt.export(model, tmp_path_factory.mktemp("gradcam") / "artifact", formats=("torchscript", "onnx", "aoti_n1"),
+                        image_size=64, method=salrt.Method("gradcam"))
+
+
 GRAY_CLASSES = ["normal", "nodule", "effusion", "fracture", "other"]
 GRAY_SHAPE = (1, 48, 64)  # one channel, not square
 

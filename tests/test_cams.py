@@ -149,3 +149,62 @@ def test_eigencam_power_iterations_agree_with_an_svd():
             expected = (x @ torch.linalg.svd(x, full_matrices=False).Vh[0]).reshape(grid)
             expected = -expected if expected.min().abs() > expected.max().abs() else expected
             assert float((projection.double() - expected).norm() / expected.norm()) < 1e-4
+
+
+EXPORTED = [("resnet18", "gradcam"), ("resnet18", "eigencam"), ("convnext", "gradcam_pp"), ("vit", "gradcam"),
+            ("swin", "layercam"), ("hf_vit", "hirescam"), ("resnet18", "guided_gradcam")]
+
+
+@pytest.mark.parametrize("arch,name", EXPORTED, ids=[f"{a}-{n}" for a, n in EXPORTED])
+def test_exported_cams_match_the_references_on_unseen_inputs(arch, name, models, tmp_path):
+    model, size = models(arch)
+    directory = salrt.export(model, tmp_path / "artifact", formats="torchscript,onnx", image_size=size,
+                             method=Method(name))
+    image, target = unseen(size)
+    for backend in ("torchscript", "onnxruntime"):
+        explainer = salrt.load(directory, backend=backend)
+        layer = explainer.manifest["method"]["layer"]
+        result = explainer.explain(image, target)
+        assert [o["name"] for o in explainer.outputs] == ["logits", "used_target", "saliency", "grad", "cam"]
+        if name == "guided_gradcam":
+            gradcam = torch.as_tensor(pytorch_grad_cam("gradcam", model, [layer], image, result.target))
+            expected = guided_backprop(model, image, result.target) * gradcam.unsqueeze(1)
+            assert_at_floor(per_image_errors(result.grad, expected))
+        else:
+            check_against_pytorch_grad_cam(name, model, layer, MODELS[arch][3], image, result)
+
+
+def test_the_manifest_records_the_layer_on_the_users_model_and_its_reshape(gradcam_artifact, models, tmp_path):
+    entry = salrt.load(gradcam_artifact).manifest["method"]
+    assert entry["layer"] == "layer4" and entry["taps"][0]["reshape"] == "none: [N,D,2,2]"
+    outputs = {o["name"]: o["shape"] for o in salrt.load(gradcam_artifact).outputs}
+    assert outputs["cam"] == ["N", 2, 2]
+    model, size = models("hf_vit")  # salrt wraps a Hugging Face model: the path is still on the user's module
+    entry = salrt.load(model, method=Method("gradcam"), image_size=size).manifest["method"]
+    assert entry["layer"] == "model.vit.layers.1.layernorm_before" and model.get_submodule(entry["layer"]) is not None
+    assert entry["taps"][0]["reshape"] == "[N,1+16,D] -> 1 prefix tokens dropped -> [N,D,4,4]"
+    assert salrt.load(gradcam_artifact, method=Method("gradcam")).manifest["method"]["layer"] == "layer4"
+    with pytest.raises(InputError, match="computes"):
+        salrt.load(gradcam_artifact, method=Method("gradcam", layer="layer3"))
+
+
+def test_the_backward_stops_at_the_layer(models):
+    """Grad-CAM at layer4 differentiates the head only: its graph holds the forward's convolutions, no more."""
+    from salrt.graph import build_saliency_graph
+    model, size = models("resnet18")
+
+    def convolutions(method):
+        graph = build_saliency_graph(model, (3, size, size), Method(method))
+        return sum(node.target is torch.ops.aten.convolution.default for node in graph.graph.nodes)
+    assert convolutions("gradcam") == 20 and convolutions("saliency") > 35
+
+
+def test_aoti_and_several_images_per_call(gradcam_artifact, models):
+    model, size = models("resnet18")
+    image, target = unseen(size, count=4)
+    reference = salrt.load(gradcam_artifact, backend="torchscript").explain(image, target)
+    result = salrt.load(gradcam_artifact, backend="aoti_n1").explain(image, target)
+    for name in ("saliency", "cam", "logits"):  # Inductor's kernels round otherwise
+        assert per_image_errors(result.outputs[name], reference.outputs[name])[-1] < 1e-4, name
+    alone = salrt.load(gradcam_artifact, backend="onnxruntime").explain(image[1:2], target[1:2])
+    assert per_image_errors(alone.saliency, reference.saliency[1:2])[-1] < 1e-5

@@ -98,6 +98,19 @@ def test_runs_integrated_gradients_in_parts_with_delta(binary, ig_artifact, tmp_
 
 
 @pytest.mark.parametrize("backend", ["torchscript", "aoti_n1"])
+def test_runs_gradcam_with_its_cam_output(binary, gradcam_artifact, tmp_path, backend):
+    image = fresh_batch()
+    run(binary, gradcam_artifact, save_input(tmp_path / "in.pt", image, torch.tensor([-1, 7, -1])),
+        tmp_path / "out.pt", "--backend", backend)
+    logits, used_target, saliency, attribution, cam = torch.load(tmp_path / "out.pt")
+    expected = salrt.load(gradcam_artifact, backend=backend).explain(image, [-1, 7, -1])
+    assert torch.equal(used_target, expected.target) and used_target[1] == 7
+    for actual, reference in ((logits, expected.logits), (saliency, expected.saliency), (cam, expected.outputs["cam"])):
+        assert relative_l2(actual, reference) <= 1e-5
+    assert cam.shape == (3, 2, 2) and saliency.amax() == 1
+
+
+@pytest.mark.parametrize("backend", ["torchscript", "aoti_n1"])
 def test_follows_the_manifest_of_a_grayscale_non_square_model(binary, gray_artifact, tmp_path, backend):
     """Channels, size and outputs come from manifest.json: a [N, 1, 48, 64] model runs, aoti_n1 image by image."""
     image = torch.randn(3, *GRAY_SHAPE, generator=torch.Generator().manual_seed(3))

@@ -479,3 +479,23 @@ def test_serves_whatever_method_the_artifact_holds(tmp_path):
     assert result.as_numpy("delta").shape == (2, 1)
     assert relative_l2(torch.from_numpy(result.as_numpy("grad").copy()), expected.attribution) <= 1e-5
     assert np.allclose(result.as_numpy("delta").ravel(), expected.delta.numpy(), atol=1e-5)
+
+
+def test_serves_a_cam_artifact_and_its_uint8_image_model(gradcam_artifact, photos):
+    """Grad-CAM's extra output (cam) is served; the image model's uint8 map, made from grad by the fused op, is
+    round(255 * saliency): the CAM family's grad is its upsampled map in every channel."""
+    image = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(12))
+    local = salrt.load(gradcam_artifact, backend="torchscript")
+    expected, encoded = local.explain(image, [-1, 3]), encoded_photos(photos)
+    with TritonServer(gradcam_artifact, options(backend="torchscript")) as server:
+        client = http.InferenceServerClient(server.url)
+        names = model_names(local.manifest)
+        outputs = [o["name"] for o in client.get_model_metadata(names["tensor"])["outputs"]]
+        result = client.infer(names["tensor"], tensor_request(http, image.numpy(), [-1, 3]))
+        served = client.infer(names["image"], image_request(encoded)).as_numpy("saliency")
+        client.close()
+    assert outputs == ["logits", "used_target", "saliency", "grad", "cam"]
+    assert relative_l2(torch.from_numpy(result.as_numpy("cam").copy()), expected.outputs["cam"]) <= 1e-5
+    assert relative_l2(torch.from_numpy(result.as_numpy("saliency").copy()), expected.saliency) <= 1e-5
+    uint8 = (local.explain(encoded).saliency * 255).round().numpy()
+    assert served.dtype == np.uint8 and np.abs(served.astype(np.float32) - uint8).max() <= 1 and served.max() == 255
