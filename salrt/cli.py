@@ -13,7 +13,7 @@ import click
 
 from .dataset import DEFAULT_SAVE, ON_ERROR, RAY_AUTO
 from .dataset.index import FORMATS as INDEX_FORMATS
-from .errors import SalrtError
+from .errors import InputError, SalrtError
 from .evaluate import RANDOMIZATION_CUTS
 from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
 from .formats.triton import REPOSITORY_DEFAULTS
@@ -77,12 +77,16 @@ def _method_options(command):
         click.option("--baseline", type=click.Choice(CHOICES["baseline"]), default=defaults.baseline, show_default=True,
                      help="integrated_gradients: zeros (normalized space) or a black image"),
         click.option("--chunk", type=int, default=0, help="samples per forward+backward step [default: from the size]"),
+        click.option("--layer", default="", help="CAM family: module path(s) of the model, comma-separated (their "
+                                                 "maps averaged)  [default: chosen for the model]"),
     ]
 
     @functools.wraps(command)
-    def with_method(*args, method, samples, noise, seed, steps, ig_method, baseline, chunk, **kwargs):
+    def with_method(*args, method, samples, noise, seed, steps, ig_method, baseline, chunk, layer, **kwargs):
+        if layer and not method:
+            raise InputError("--layer: give the CAM method it is for (--method gradcam, ...)")
         chosen = method and Method(method, samples=samples, noise=noise, seed=seed, steps=steps, ig_method=ig_method,
-                                   baseline=baseline, chunk=chunk)
+                                   baseline=baseline, chunk=chunk, layer=layer)
         if chosen:
             try:
                 chosen.check()
@@ -102,7 +106,7 @@ def methods_table() -> str:
             "|---|---|---|"]
     for spec in REGISTRY.values():
         parameters = ", ".join(f"`{_flag(field)}` " + (" \\| ".join(CHOICES[field]) if field in CHOICES
-                                                       else f"({getattr(defaults, field)})")
+                                                       else f"({getattr(defaults, field) or 'chosen for the model'})")
                                for field in spec.parameters)
         default = " (default)" if spec.name == defaults.name else ""
         rows.append(f"| `{spec.name}`{default} | {spec.attribution} | {parameters} |")
