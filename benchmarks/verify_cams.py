@@ -70,9 +70,7 @@ def run_isolated(model: str) -> dict:
     rows = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode == 0 and rows:
         return json.loads(rows[-1])
-    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-    message = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
-    return {"model": model, "error": message.strip()[:200].replace("|", "/")}
+    return {"model": model, "error": verify_architectures._first_line(done.stderr) or "no output"}
 
 
 def markdown(rows: list[dict]) -> str:

@@ -208,3 +208,22 @@ def test_aoti_and_several_images_per_call(gradcam_artifact, models):
         assert per_image_errors(result.outputs[name], reference.outputs[name])[-1] < 1e-4, name
     alone = salrt.load(gradcam_artifact, backend="onnxruntime").explain(image[1:2], target[1:2])
     assert per_image_errors(alone.saliency, reference.saliency[1:2])[-1] < 1e-5
+
+
+def test_hooks_act_only_in_the_explaining_thread_and_leave_the_model_as_it_was(models):
+    from concurrent.futures import ThreadPoolExecutor
+    from salrt.graph.methods import instrumented
+    model, size = models("resnet18")
+    x = torch.randn(1, 3, size, size)
+
+    def plain_gradient():
+        with torch.enable_grad():
+            image = x.clone().requires_grad_(True)
+            model(image)[0, 3].backward()
+        return image.grad
+    expected = plain_gradient()
+    instrument = instrumented(model, Method("guided_gradcam").resolved(model, (3, size, size)))
+    with instrument.installed():
+        assert len(instrument.run(model, x)) == 3  # logits, layer4's map, the guided run's logits
+        assert torch.equal(ThreadPoolExecutor(1).submit(plain_gradient).result(), expected)
+    assert not any(module._forward_hooks for module in model.modules())
