@@ -134,8 +134,10 @@ def gradcam_artifact(tmp_path_factory):
     import salrt
     from architectures import randomized_statistics
     model = randomized_statistics(salrt.models.load_model("resnet18", "random").module)
-    return salrt.export(model, tmp_path_factory.mktemp("gradcam") / "artifact", formats=("torchscript", "onnx", "aoti_n1"),
-                        image_size=64, method=salrt.Method("gradcam"))
+    directory = tmp_path_factory.mktemp("gradcam")
+    torch.save(model, directory / "model.pt")  # the model it holds, for references
+    return salrt.export(model, directory / "artifact", formats=("torchscript", "onnx", "aoti_n1"), image_size=64,
+                        method=salrt.Method("gradcam"))
 
 
 GRAY_CLASSES = ["normal", "nodule", "effusion", "fracture", "other"]
