@@ -5,7 +5,8 @@ Each model (random weights, randomized batch-norm statistics, its own input size
 salrt (``salrt.graph.layers``), is exported to ONNX with Grad-CAM, and runs on 3 images the export never saw
 (explicit and top-class targets). pytorch-grad-cam gets the reshape that salrt's manifest records for the layer
 (tests/test_cams.py checks those reshapes against hand-written ones). A row is verified when the median image's
-map is at the float32 floor, none is further off than a flipped ReLU, and no map is constant. Each model runs in
+map is at the float32 floor, none is further off than a flipped ReLU, and not every map is constant (with random
+weights a class's Grad-CAM can be negative everywhere: all zeros after its ReLU, in pytorch-grad-cam too). Each model runs in
 a subprocess with a time limit. Writes docs/cams.json, docs/cams.md and the README's table between its markers.
 
     python benchmarks/verify_cams.py [--family timm] [MODEL ...]
@@ -56,7 +57,7 @@ def check_one(model_name: str) -> dict:
     expected = pytorch_grad_cam("gradcam", module, [entry["layer"]], image, result.target, reshape_for(entry["taps"][0]))
     errors = per_image_errors(result.saliency, expected)
     constant = sum(float(s.amax() - s.amin()) < 0.5 for s in result.saliency)
-    verified = errors[len(errors) // 2] < FLOOR and errors[-1] < FLIP and not constant
+    verified = errors[len(errors) // 2] < FLOOR and errors[-1] < FLIP and constant < IMAGES
     return row | {"layer": entry["layer"], "reshape": entry["taps"][0]["reshape"], "errors": errors,
                   "constant_maps": constant, "status": "verified" if verified else "differs"}
 
@@ -75,14 +76,15 @@ def run_isolated(model: str) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | family | input | default layer | reshape | ONNX vs pytorch-grad-cam: median / worst image | "
-             "status |", "|---|---|---|---|---|---|---|"]
+             "all-zero maps | status |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r.get('family', '')} | | | | | not supported: {r['error']} |")
+            lines.append(f"| {r['model']} | {r.get('family', '')} | | | | | | not supported: {r['error']} |")
         else:
             errors = r["errors"]
             lines.append(f"| {r['model']} | {r['family']} | {r['size']} | `{r['layer']}` | {r['reshape']} | "
-                         f"{errors[len(errors) // 2]:.1e} / {errors[-1]:.1e} | {r['status']} |")
+                         f"{errors[len(errors) // 2]:.1e} / {errors[-1]:.1e} | {r['constant_maps']} of {IMAGES} | "
+                         f"{r['status']} |")
     verified = sum(r.get("status") == "verified" for r in rows)
     return "\n".join(lines) + f"\n\n{verified} of {len(rows)} architectures verified.\n"
 

@@ -56,5 +56,8 @@ def layer_gradcam(model: torch.nn.Module, layer: str, image: torch.Tensor, targe
 
 
 def per_image_errors(actual: torch.Tensor, expected) -> list:
+    """Each image's relative L2; where the reference is all zeros (a CAM negative everywhere: zeros after its
+    ReLU), the largest magnitude of the actual map instead."""
     expected = torch.as_tensor(np.asarray(expected)).double()
-    return sorted(float((a.double() - e).norm() / e.norm()) for a, e in zip(actual, expected))
+    return sorted(float((a.double() - e).norm() / e.norm() if e.norm() > 0 else a.double().abs().max())
+                  for a, e in zip(actual, expected))
