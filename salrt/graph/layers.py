@@ -93,13 +93,12 @@ class Candidate:
                 and self.calls == 1)
 
 
-def user_root(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
-    """(the user's own module, the path prefix salrt's wrapper adds): salrt wraps models that return a mapping
-    or a ``ModelOutput`` in ``models.Logits``; layer paths are the user's, without ``model.``."""
-    prefix = ""
+def user_root(model: torch.nn.Module) -> torch.nn.Module:
+    """The user's own module: salrt wraps models that return a mapping or a ``ModelOutput`` in
+    ``models.Logits``; layer paths are the user's, without the wrapper's ``model.``."""
     while isinstance(model, Logits):
-        model, prefix = model.model, prefix + "model."
-    return model, prefix
+        model = model.model
+    return model
 
 
 def grid_of(shape: Sequence[int], image_hw: Sequence[int]) -> bool:
@@ -146,7 +145,7 @@ def _prefix_tokens(model: torch.nn.Module) -> Optional[int]:
 
 def probe(model: torch.nn.Module, image_shape: Sequence[int]) -> list[Candidate]:
     """Every module output of one run on a fixed random batch, in the order the modules complete."""
-    root, wrapper = user_root(model)
+    root = user_root(model)
     channels, height, width = as_image_shape(image_shape)
     prefix_tokens = _prefix_tokens(root)
     seen: list[tuple[str, torch.nn.Module, torch.Tensor, bool]] = []
@@ -179,7 +178,6 @@ def probe(model: torch.nn.Module, image_shape: Sequence[int]) -> list[Candidate]
         tap = tap_of(name, output.shape, (height, width), prefix_tokens)
         spatial = tap is not None and grad is not None and _positions_reached(tap.as_map(grad)) >= 2
         candidates.append(Candidate(name, tap, spatial, through, isinstance(module, POOLING), calls[name]))
-    del wrapper
     return candidates
 
 
@@ -239,7 +237,7 @@ def resolve(model: torch.nn.Module, image_shape: Sequence[int], layer: str = "")
 
 
 def _checked(path: str, by_path: dict, candidates: list[Candidate], model: torch.nn.Module) -> Tap:
-    root, _ = user_root(model)
+    root = user_root(model)
     found = by_path.get(path)
     if found is not None and found.usable:
         return found.tap
@@ -276,7 +274,7 @@ class Instrument:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator["Instrument"]:
-        root, _ = user_root(self.model)
+        root = user_root(self.model)
         thread = threading.get_ident()
         handles = [root.get_submodule(tap.path).register_forward_hook(self._tapping(tap, thread))
                    for tap in self.taps]
