@@ -20,7 +20,7 @@ from ._version import __version__
 from .devices import checked_device
 from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
-from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract
+from .graph import DEFAULT_DTYPE, Method, Task, build_saliency_graph, contract
 from .graph.precision import check_device, check_dtype, check_formats, numerics
 from .models import ClassifierSpec, Preprocessing, as_spec
 
@@ -39,11 +39,17 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def task_of(spec: ClassifierSpec) -> Task:
+    """The task a finished spec's graph explains, with its parameters (a segmentation model's background)."""
+    return Task.for_categories(spec.task, spec.categories)
+
+
 def describe(spec: ClassifierSpec, method: Method = Method(), dtype: str = DEFAULT_DTYPE) -> dict:
-    """Everything the manifest says about a model, the method its graph computes and the dtype of its heavy ops
-    (``graph.precision``), before any file exists: ``inputs`` and ``outputs`` are the tensor contract with the
-    model's channels, size and classes (float32 whatever ``dtype`` is)."""
+    """Everything the manifest says about a model, its task, the method its graph computes and the dtype of its
+    heavy ops (``graph.precision``), before any file exists: ``inputs`` and ``outputs`` are the tensor contract
+    with the model's channels, size and classes (float32 whatever ``dtype`` is)."""
     shape = spec.input_shape
+    task = task_of(spec)
     return {
         "format_version": FORMAT_VERSION,
         "salrt_version": __version__,
@@ -52,11 +58,14 @@ def describe(spec: ClassifierSpec, method: Method = Method(), dtype: str = DEFAU
         "weights": spec.weights,
         "input_size": list(shape[1:]),
         "preprocessing": spec.preprocessing.as_dict(),
+        "task": task.parameters(),
         "method": method.parameters(),
         "dtype": dtype,
         "chunk": method.chunk_for(shape),
         "images_per_call": method.images_per_call(shape),
-        **contract(shape, len(spec.categories), method.outputs, method.taps[0].grid if method.taps else ()),
+        **contract(shape, len(spec.categories), method.outputs + task.spec.outputs,
+                   method.taps[0].grid if method.taps else (), task.spec.inputs,
+                   spec.output_grid if task.spec.dense else ()),
         "categories": spec.categories,
     }
 
@@ -149,7 +158,7 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
            image_size: Union[None, int, tuple[int, int]] = None, progress: Progress = lambda message: None,
            triton: Optional[dict] = None, method: Method = Method(), *, categories=None,
            preprocessing: Union[None, Preprocessing, dict] = None, channels: Optional[int] = None,
-           device: Union[str, torch.device] = "cpu", dtype: str = DEFAULT_DTYPE) -> Path:
+           device: Union[str, torch.device] = "cpu", dtype: str = DEFAULT_DTYPE, task: Optional[str] = None) -> Path:
     """Export ``model``'s saliency graph to an artifact directory and return its path.
 
     Args:
@@ -177,6 +186,9 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         dtype: "fp32" (default), "bf16" or "fp16": what the graph's heavy ops compute in (``graph.precision``:
             the scheme, and which formats run which dtype); inputs and outputs stay float32. Recorded in the
             manifest.
+        task: what the graph explains (``graph.tasks``): "classification" (a class's logit) or
+            "segmentation" (a class's logits summed over a region); default: found from the logits' rank.
+            Recorded in the manifest, with the inputs and outputs it adds.
         triton: settings of the "triton" format (``salrt.formats.triton.REPOSITORY_DEFAULTS``): max_batch,
             max_queue_delay_ms, instance_kind ("gpu" or "cpu"), instances; unused without that format.
 
@@ -202,7 +214,7 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     spec = as_spec(model, weights, categories=categories, preprocessing=preprocessing, channels=channels,
-                   image_size=image_size)
+                   image_size=image_size, task=task)
     method = method.resolved(spec.module, spec.input_shape)  # a layer that does not fit: refused before any file
     staging = _staging_dir(out_dir)
     try:
@@ -210,7 +222,8 @@ def export(model: Union[str, torch.nn.Module, ClassifierSpec], out_dir: Union[st
         progress(f"tracing the saliency graph of {spec.name}")
         with _export_step(f"cannot build the saliency graph of {spec.name}"):
             graph = build_saliency_graph(spec.module, spec.input_shape, method=method,
-                                         mean=spec.preprocessing.mean, std=spec.preprocessing.std, dtype=dtype)
+                                         mean=spec.preprocessing.mean, std=spec.preprocessing.std, dtype=dtype,
+                                         task=task_of(spec))
         description = describe(spec, method, dtype)
         details = {}
         for fmt in writing_order(formats):

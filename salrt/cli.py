@@ -113,6 +113,21 @@ def methods_table() -> str:
     return "\n".join(rows)
 
 
+def contract_table() -> str:
+    """The README's table of graph inputs and outputs, from salrt.graph.io (tests/test_segmentation.py keeps them
+    equal)."""
+    from .graph.io import DENSE_LOGITS, INPUTS, OUTPUTS, TASK_INPUTS
+    rows = ["| | name | dtype | shape | what |", "|---|---|---|---|---|"]
+    for kind, tensors in (("input", (*INPUTS, *TASK_INPUTS.values())),
+                          ("output", (OUTPUTS["logits"], DENSE_LOGITS, *list(OUTPUTS.values())[1:]))):
+        for t in tensors:
+            note = t.note + (f" (default {t.default}: callers may leave it out)" if t.default is not None else "") \
+                + (f"; in [{t.range[0]}, {t.range[1]}]" if t.range else "")
+            note = note.replace("|", "\\|")
+            rows.append(f"| {kind} | `{t.name}` | {t.dtype} | [{','.join(map(str, t.shape))}] | {note} |")
+    return "\n".join(rows)
+
+
 def _size(text: str):
     """"224" -> 224; "128x96" -> (128, 96) (height x width)."""
     try:
@@ -134,7 +149,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def _model_options(command):
     """What a model source does not say, or says wrongly for the user's model (salrt.models): the command
     receives ``model_options``, the keyword arguments of ``salrt.export`` / ``salrt.load`` for a model."""
-    from .models.spec import INTERPOLATIONS
+    from .models.spec import INTERPOLATIONS, LOGITS_RANK
     options = [
         click.option("--classes", "categories", default=None, metavar="FILE",
                      help="class names: one per line, or JSON (a list or {index: name}); 'imagenet' for ImageNet's "
@@ -147,13 +162,17 @@ def _model_options(command):
         click.option("--resize", default=None, metavar="N|HxW", help="resize: N the short side, HxW exactly"),
         click.option("--crop", default=None, metavar="N|HxW", help="center crop (the model's input size)"),
         click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default=None),
+        click.option("--task", type=click.Choice(list(LOGITS_RANK)), default=None,
+                     help="what the model's logits are: [N,K] classification, [N,K,H,W] segmentation "
+                          "[default: found from their rank]"),
     ]
 
     @functools.wraps(command)
-    def with_model(*args, categories, channels, image_size, mean, std, resize, crop, interpolation, **kwargs):
+    def with_model(*args, categories, channels, image_size, mean, std, resize, crop, interpolation, task, **kwargs):
         fields = {"mean": mean and _floats(mean), "std": std and _floats(std), "resize": resize and _size(resize),
                   "crop": crop and _size(crop), "interpolation": interpolation}
         chosen = {"categories": categories, "channels": channels, "image_size": image_size and _size(image_size),
+                  "task": task,
                   "preprocessing": {k: v for k, v in fields.items() if v is not None} or None}
         return command(*args, model_options={k: v for k, v in chosen.items() if v is not None}, **kwargs)
     for option in reversed(options):
@@ -218,7 +237,15 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--list", "list_files", multiple=True, metavar="FILE",
               help="a file of image paths, one per line (- reads standard input); may be repeated")
-@click.option("--target", type=int, default=None, help="class to explain (default: the top class)")
+@click.option("--target", default=None, metavar="CLASS",
+              help="class to explain, an index or a name [default: the top class; segmentation: the most predicted, "
+                   "background aside]")
+@click.option("--region", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              metavar="MASK", help="segmentation: a mask image (pixels above 0) of the region whose class logits are "
+                                   "summed, the same for every image [default: the pixels predicted as the class]")
+@click.option("--region-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              metavar="DIR", help="segmentation: a mask per image, mirroring the inputs' tree (a/cat.jpg: DIR/a/cat.jpg "
+                                  "or DIR/a/cat.png); an image without one fails, recorded in the index")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("salrt-out"), show_default=True)
 @_BACKEND_OPTION
 @_DEVICE_OPTION
@@ -256,7 +283,7 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @_dtype_option(None)
 @_method_options
 @_model_options
-def explain(source, images, list_files, target, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
+def explain(source, images, list_files, target, region, region_dir, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
             index_format, on_error, resume, html, workers, server, jpeg_draft, ray_address, ray_concurrency,
             ray_num_gpus, dtype, method, model_options):
     """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
@@ -283,7 +310,8 @@ def explain(source, images, list_files, target, out_dir, backend, device, cuda_g
     if not server and is_model_name_and_artifact(source):
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
-    options = Options(target=target, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
+    options = Options(target=target if target is None or not target.lstrip("-").isdigit() else int(target),
+                      region=region, region_dir=region_dir, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
                       batch_size=batch_size, server=server, method=method, dtype=dtype, save=parse_save(save),
                       index_format=index_format,
                       on_error=on_error, resume=resume, html=html, workers=workers, jpeg_draft=jpeg_draft,

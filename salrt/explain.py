@@ -16,7 +16,7 @@ import sys
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -31,7 +31,7 @@ from .errors import InputError
 from .formats import AUTO
 from .graph import Method
 from .models import Preprocessing
-from .render import heatmap, overlay
+from .render import heatmap, outlined, overlay
 from .runtime import Explanation, load
 
 WRITES_AHEAD = 2  # batches whose files may wait for the writer thread while the model runs
@@ -40,7 +40,9 @@ WRITES_AHEAD = 2  # batches whose files may wait for the writer thread while the
 @dataclasses.dataclass
 class Options:
     """How ``explain_files`` runs; the defaults are ``salrt explain``'s."""
-    target: Optional[int] = None
+    target: Union[None, int, str] = None  # an index or a class name
+    region: Optional[Path] = None       # segmentation: a mask image (pixels above 0), the same for every image
+    region_dir: Optional[Path] = None   # segmentation: a mask per image, mirroring the input tree (``mask_path``)
     backend: str = AUTO
     device: str = "cpu"
     cuda_graphs: bool = False           # replay CUDA graphs per batch size (salrt.load's cuda_graphs)
@@ -132,6 +134,13 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
         raise InputError("--html shows the overlays: add png to --save")
     if options.server and options.jpeg_draft:
         raise InputError("--jpeg-draft changes how salrt decodes; with --server the server decodes the files")
+    regions = [name for name, value in (("--region", options.region), ("--region-dir", options.region_dir)) if value]
+    if len(regions) == 2:
+        raise InputError("--region (one mask for every image) or --region-dir (one per image), not both")
+    if regions and (options.server or options.ray is not None):
+        raise InputError(f"{regions[0]}: explained here only, not with --server or --ray")
+    if options.region_dir is not None and not Path(options.region_dir).is_dir():
+        raise InputError(f"--region-dir {options.region_dir}: no such directory")
     if options.server and "grad" in options.save:
         raise InputError("--save grad needs the attribution, which a server's image model does not send back")
     if options.batch_size < 1:
@@ -184,7 +193,8 @@ class _Model:
 
 
 def _load_model(source: str, options: Options, beside_workers: bool) -> _Model:
-    described = {"target": options.target, "save": sorted(options.save), "jpeg_draft": options.jpeg_draft}
+    described = {"target": options.target, "save": sorted(options.save), "jpeg_draft": options.jpeg_draft,
+                 "region_dir": options.region_dir and str(Path(options.region_dir).resolve())}
     if options.server:
         from .server.client import RemoteExplainer
         remote = RemoteExplainer(options.server, source)
@@ -193,8 +203,21 @@ def _load_model(source: str, options: Options, beside_workers: bool) -> _Model:
     # the decoding workers share the cores: the model's threads sleep between operators rather than spin on
     # them (measured: +5-9 points of the tensor rate on 2 cores; no cost at batch 8)
     explainer = load(source, **load_options(options), spin_wait=not beside_workers)
-    return _Model(lambda batch: explainer.explain(batch.images, target=options.target), explainer.preprocessing,
+    region = None
+    if options.region is not None:  # read and checked once, before any image
+        region = explainer.checked_inputs(torch.zeros(1, *explainer.input_shape), options.target, options.region)[2][0]
+        described["region"] = hashlib.sha256(region.numpy().tobytes()).hexdigest()
+    def explain(batch: Batch) -> Explanation:
+        return explainer.explain(batch.images, options.target, region if batch.regions is None else batch.regions)
+    return _Model(explain, explainer.preprocessing,
                   _fingerprint(manifest=explainer.manifest, backend=options.backend, **described), False)
+
+
+def mask_path(region_dir: Path, relative: str) -> Path:
+    """The region mask of the input at ``relative`` (its path under the input root): the same path under
+    ``region_dir``, or that path with a .png suffix (a.jpg's mask: a.png, a lossless file)."""
+    same = region_dir / relative
+    return same if same.is_file() else same.with_suffix(".png")
 
 
 def load_options(options: Options) -> dict:
@@ -211,9 +234,11 @@ def _fingerprint(**settings) -> str:
 def _explain(inputs: InputSet, todo: list[int], model: _Model, journal: Journal, out_dir: Path, options: Options,
              on_error: str, workers: int, output: Callable[[str], None]) -> int:
     """Runs the model over the inputs at ``todo``; returns how many of them failed to load."""
+    masks = None if options.region_dir is None else \
+        [mask_path(Path(options.region_dir), item.relative) for item in inputs.inputs]
     files = ImageFiles([item.path for item in inputs.inputs], todo, model.preprocessing,
                        keep_shown="png" in options.save, keep_encoded=model.needs_encoded,
-                       jpeg_draft=options.jpeg_draft)
+                       jpeg_draft=options.jpeg_draft, masks=masks)
     failed = 0
     bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), desc="explaining", unit="img",
                disable=len(inputs) <= 1, leave=False, smoothing=0.05)
@@ -274,7 +299,7 @@ def write_results(batch: Batch, result: Optional[Explanation], out_dir: Path, re
     ``out_dir``) and returns (image, {file: (bytes, mtime_ns)}, its index row) for each, failed ones last."""
     written = []
     if result is not None:
-        probabilities = result.logits.float().softmax(1)
+        probabilities = result.class_shares()
         for j, (loaded, top) in enumerate(zip(batch.loaded, result.top(5))):
             files = {name: _write_file(kind, out_dir / name, loaded, result, j)
                      for kind, name in outputs(loaded.position)}
@@ -293,7 +318,9 @@ def _write_file(kind: str, path: Path, loaded: Loaded, result: Explanation, j: i
     if kind == "saliency.png":
         return save_png(path, heatmap(saliency))
     if kind == "overlay.png":
-        return save_png(path, overlay(Image.fromarray(loaded.shown.numpy()), saliency))
+        picture = overlay(Image.fromarray(loaded.shown.numpy()), saliency)
+        region = result.used_region  # segmentation: the region explained, outlined
+        return save_png(path, picture if region is None else outlined(picture, region[j]))
     if kind == "saliency.npy":  # in [0, 1]: float16 keeps 3 significant digits at half the bytes
         return save_npy(path, saliency.to(torch.float16).cpu().numpy())
     # the attribution stays float32: input gradients are often far below float16's smallest normal (6e-5)

@@ -119,8 +119,8 @@ def _check_size(pixels: int, limit: int, name: str, size: str) -> None:
                          f"to allow it, set {MAX_PIXELS_VARIABLE}={pixels}")
 
 
-def _resize_and_crop(p: Preprocessing) -> T.Compose:
-    interpolation = T.InterpolationMode(p.interpolation)
+def _resize_and_crop(p: Preprocessing, interpolation: str = "") -> T.Compose:
+    interpolation = T.InterpolationMode(interpolation or p.interpolation)
     resize = p.resize if isinstance(p.resize, int) else list(p.resize)  # an int: the short side; [H, W]: exact
     return T.Compose([T.Resize(resize, interpolation=interpolation, antialias=True), T.CenterCrop(list(p.size))])
 
@@ -135,3 +135,10 @@ def to_batch(images: Iterable[Image.Image], p: Preprocessing) -> torch.Tensor:
     transform = T.Compose([_resize_and_crop(p), T.ToImage(), T.ToDtype(torch.float32, scale=True),
                            T.Normalize(p.mean, p.std)])
     return torch.stack([transform(image) for image in images])
+
+
+def region_mask(source: ImageLike, p: Preprocessing) -> torch.Tensor:
+    """A region drawn as an image (a mask file: pixels above 0 are in it) as the model's [H, W] float32 0/1 mask,
+    resized and cropped as the images are (nearest: a mask stays a mask)."""
+    mask = _resize_and_crop(p, "nearest")(open_image(source, "L"))
+    return (torch.from_numpy(np.asarray(mask)) > 0).float()

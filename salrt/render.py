@@ -34,6 +34,23 @@ def overlay(image: Image.Image, saliency: torch.Tensor) -> Image.Image:
     return Image.fromarray((photo * (1 - weight) + heat * weight).round().astype(np.uint8))
 
 
+def outlined(image: Image.Image, region: torch.Tensor, colour=(0, 255, 255)) -> Image.Image:
+    """``image`` with the border of a region (an [h, w] mask at any grid, scaled to the image) drawn over it:
+    what a segmentation explanation explained."""
+    mask = _scaled_mask(region, image.size)
+    inside = np.pad(mask, 1, mode="edge")
+    border = mask & ~(inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:])
+    pixels = np.array(image.convert("RGB"))
+    pixels[border] = colour
+    return Image.fromarray(pixels)
+
+
+def _scaled_mask(region: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    scaled = torch.nn.functional.interpolate((region.detach().float().cpu() > 0).float()[None, None],
+                                             size=size[::-1], mode="nearest")
+    return scaled[0, 0].numpy() > 0
+
+
 def contact_sheet(rows: list[list[Image.Image]], gap: int = 4) -> Image.Image:
     """Images laid out in a grid, one list per row, on white."""
     width = max(sum(image.width for image in row) + gap * (len(row) - 1) for row in rows)

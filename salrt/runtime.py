@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import threading
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import torch
+from PIL import Image
 
 from . import ops
 from .artifact import (check_digest, describe, dtype_of, is_artifact_dir, preprocessing_of, read_manifest,
@@ -16,10 +18,11 @@ from .cuda_graphs import GraphedRun
 from .devices import checked_device
 from .errors import ArtifactError, InputError
 from .formats import AUTO, BY_BACKEND, CUDA_GRAPH_BACKENDS, EAGER, Run, auto_routes, check_backend, runs_on
-from .graph import DEFAULT_DTYPE, Method, build_saliency_graph, contract_of, image_shape, input_gradient, method_outputs
+from .graph import (DEFAULT_DTYPE, Method, Task, build_saliency_graph, contract_of, image_shape, input_gradient,
+                    method_outputs)
 from .graph.precision import check_device, check_dtype, numerics
 from .graph.io import names
-from .images import ImageLike, mode_for, open_image, to_batch
+from .images import ImageLike, mode_for, open_image, region_mask, to_batch
 from .models import ClassifierSpec, as_spec, is_model_name, load_model
 
 
@@ -27,10 +30,11 @@ from .models import ClassifierSpec, as_spec, is_model_name, load_model
 class Explanation:
     """A graph's outputs by their contract names (``salrt.graph.io``), the class names and the backend used.
 
-    Per image: ``logits`` [N,K], ``used_target`` (also ``target``) the class explained [N], ``saliency``
-    [N,H,W] in [0,1], ``grad`` (also ``attribution``) [N,C,H,W]: the input gradient for the saliency method
-    (None where a server's image model sends none), integrated gradients' completeness error ``delta`` [N]
-    (None for other methods); any other output as ``outputs[name]``."""
+    Per image: ``logits`` [N,K] (segmentation: [N,K,Ho,Wo]), ``used_target`` (also ``target``) the class
+    explained [N], ``saliency`` [N,H,W] in [0,1], ``grad`` (also ``attribution``) [N,C,H,W]: the input gradient
+    for the saliency method (None where a server's image model sends none), integrated gradients' completeness
+    error ``delta`` [N] (None for other methods), segmentation's ``used_region`` [N,Ho,Wo] and ``score``
+    [N]; any other output as ``outputs[name]``."""
     outputs: dict[str, torch.Tensor]
     categories: Sequence[str]
     backend: str
@@ -42,10 +46,22 @@ class Explanation:
     grad = property(lambda self: self.outputs.get("grad"))
     attribution = grad
     delta = property(lambda self: self.outputs.get("delta"))
+    used_region = property(lambda self: self.outputs.get("used_region"))
+    score = property(lambda self: self.outputs.get("score"))
+
+    def class_shares(self) -> torch.Tensor:
+        """[N,K]: each class's probability (softmax of the logits), or for segmentation its share of the
+        image's pixels (those the model predicts as it)."""
+        logits = self.logits.float()
+        if logits.dim() == 2:
+            return logits.softmax(1)
+        predicted = torch.nn.functional.one_hot(logits.argmax(1).flatten(1), logits.shape[1])
+        return predicted.float().mean(1)
 
     def top(self, k: int = 5) -> list[list[tuple[int, str, float]]]:
-        """The k most probable classes of each image as (index, name, probability)."""
-        probabilities, indices = self.logits.float().softmax(1).topk(min(k, self.logits.shape[1]), dim=1)
+        """The k most probable classes of each image as (index, name, probability); for segmentation the k
+        most predicted, with their shares of the pixels."""
+        probabilities, indices = self.class_shares().topk(min(k, self.logits.shape[1]), dim=1)
         return [[(int(i), self.categories[int(i)], float(p)) for p, i in zip(row_p, row_i)]
                 for row_p, row_i in zip(probabilities, indices)]
 
@@ -111,14 +127,20 @@ class Explainer:
         mode = mode_for(self.input_shape[0])
         return to_batch([open_image(image, mode) for image in images], self.preprocessing)
 
-    def explain(self, images, target: Optional[Union[int, Sequence[int], torch.Tensor]] = None) -> Explanation:
+    def explain(self, images, target: Optional[Union[int, Sequence[int], torch.Tensor]] = None,
+                region=None) -> Explanation:
         """Saliency maps of ``images`` for ``target``.
 
         Args:
             images: a preprocessed float32 [N,C,H,W] (or [C,H,W]) tensor, or images as paths, encoded
                 bytes, PIL images or HW(C) uint8 arrays (one or a list), preprocessed as the model expects.
-            target: the class to explain, one for all images or one per image; None or a negative value
-                explains each image's top class.
+            target: the class to explain (an index or a class name), one for all images or one per image;
+                None or a negative value explains each image's top class (segmentation: its most predicted
+                class, background aside).
+            region: segmentation only: the pixels whose class logits are summed, [H,W] for every image or
+                [N,H,W], at the model's input size (bool, or float weights), or a mask image (path, bytes or
+                PIL image; pixels above 0 are in the region) resized and cropped as the images are; None: the
+                pixels the model predicts as the class.
 
         Returns:
             An ``Explanation``: the graph's outputs by name (logits, the class explained, saliency, grad, ...)
@@ -126,13 +148,15 @@ class Explainer:
 
         Raises:
             InputError: unreadable images; a tensor of the wrong dtype or shape, empty, or holding NaN or
-                Inf; targets that are not integers, a wrong number of them or one out of range.
+                Inf; targets that are not integers, a wrong number of them or one out of range; a region of
+                the wrong size, for a model that is not a segmentation model, or empty at the model's output
+                grid (a class predicted nowhere, with the default region).
             ArtifactError: the first call routed to a backend whose file its runtime refuses (``auto``
                 loads its backends on first use; a single backend loads in ``salrt.load``).
         """
-        return self.explain_checked(*self.checked_inputs(images, target))
+        return self.explain_checked(*self.checked_inputs(images, target, region))
 
-    def explain_checked(self, batch: torch.Tensor, targets: torch.Tensor) -> Explanation:
+    def explain_checked(self, batch: torch.Tensor, targets: torch.Tensor, *task_inputs: torch.Tensor) -> Explanation:
         """``explain`` of what ``checked_inputs`` returned, not checked again (a server checks each request
         alone, then explains them as one batch)."""
         backend = self.backend_for(batch.shape[0])
@@ -140,20 +164,78 @@ class Explainer:
         # a sampling method's memory grows with images x samples per step: large batches go in parts
         step = self.manifest.get("images_per_call") or batch.shape[0]
         # contiguous: AOTInductor packages read their inputs' memory as dense NCHW without checking strides
-        parts = [run(batch[i:i + step].to(self.device).contiguous(), targets[i:i + step].to(self.device))
+        parts = [run(*(x[i:i + step].to(self.device).contiguous() for x in (batch, targets, *task_inputs)))
                  for i in range(0, batch.shape[0], step)]
         outputs = list(parts[0]) if len(parts) == 1 else [torch.cat(pieces) for pieces in zip(*parts)]  # no copy
         if len(outputs) != len(self._output_names):
             raise ArtifactError(f"{backend} returned {len(outputs)} outputs; the manifest lists "
                                 f"{', '.join(self._output_names)}: export it again")
-        return Explanation(dict(zip(self._output_names, outputs)), self.categories, backend)
+        explanation = Explanation(dict(zip(self._output_names, outputs)), self.categories, backend)
+        if explanation.used_region is not None:
+            self._check_regions(explanation, task_inputs[0])
+        return explanation
 
-    def checked_inputs(self, images, target=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``explain``'s arguments as the [N,C,H,W] float32 batch and [N] int64 targets it runs, after the
-        checks it makes (InputError as ``explain`` raises it): a server checks each request alone before
-        batching requests together."""
+    def checked_inputs(self, images, target=None, region=None) -> tuple[torch.Tensor, ...]:
+        """``explain``'s arguments as the graph's inputs (the [N,C,H,W] float32 batch, [N] int64 targets, a
+        task's inputs) after the checks it makes (InputError as ``explain`` raises it): a server checks each
+        request alone before batching requests together."""
         batch = self._checked_batch(images if isinstance(images, torch.Tensor) else self.preprocess(images))
-        return batch, self._checked_targets(target, batch.shape[0])
+        task_inputs = names(self.inputs)[2:]
+        if region is not None and "region" not in task_inputs:
+            raise InputError(f"region: for a segmentation model; {self.model} explains "
+                             f"{Task.of(self.manifest).name}")
+        regions = (self._checked_region(region, batch.shape[0]),) if task_inputs else ()
+        return (batch, self._checked_targets(target, batch.shape[0]), *regions)
+
+    def _checked_region(self, region, n: int) -> torch.Tensor:
+        """[N,H,W] float32: the region given ([H,W] or [N,H,W], bool or numbers), or -1 (the predicted pixels)."""
+        size = tuple(self.input_shape[1:])
+        if region is None:
+            return torch.full((n, *size), -1.0)
+        if isinstance(region, (str, Path, bytes, Image.Image)):
+            region = region_mask(region, self.preprocessing)
+        try:
+            regions = torch.as_tensor(region)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(f"region must be an array of shape [H, W] or [N, H, W], got {type(region).__name__}") \
+                from None
+        if regions.dim() == 2:
+            regions = regions.expand(n, *regions.shape)
+        if regions.dim() != 3 or regions.shape[0] != n or tuple(regions.shape[1:]) != size or regions.is_complex():
+            raise InputError(f"region must be [{size[0]}, {size[1]}] or [{n}, {size[0]}, {size[1]}] (the model's "
+                             f"input size, one per image), got {list(regions.shape)}")
+        regions = regions.float()
+        if not torch.isfinite(regions).all():
+            raise InputError("region holds NaN or Inf values")
+        return regions.contiguous()
+
+    def _check_regions(self, explanation: Explanation, given: torch.Tensor) -> None:
+        """InputError for an image whose explained region is empty at the logits' grid (a zero map)."""
+        empty = (explanation.used_region.flatten(1) == 0).all(1).cpu()
+        if not empty.any():
+            return
+        i = int(empty.nonzero()[0])
+        label = int(explanation.used_target[i])
+        grid = "x".join(map(str, explanation.used_region.shape[1:]))
+        if bool((given[i] < 0).any()):
+            raise InputError(f"image {i}: the model predicts class {label} ({self.categories[label]}) nowhere, so its "
+                             "region is empty: give a region, or another class")
+        raise InputError(f"image {i}: the region is empty at the model's output grid ({grid}): nothing to explain; "
+                         "give a region that covers more of the image")
+
+    def class_index(self, name) -> int:
+        """The index of a class given by name (exact, else ignoring case) or as an index (an int or its digits)."""
+        if isinstance(name, int) or str(name).lstrip("-").isdigit():
+            return int(name)
+        folded = [category.lower() for category in self.categories]
+        if name in self.categories:
+            return self.categories.index(name)
+        if name.lower() in folded:
+            return folded.index(name.lower())
+        close = [repr(self.categories[folded.index(c)]) for c in difflib.get_close_matches(name.lower(), folded, n=3)]
+        some = ", ".join(self.categories[:8]) + (", ..." if len(self.categories) > 8 else "")
+        raise InputError(f"{self.model} has no class {name!r}; " +
+                         (f"did you mean {', '.join(close)}?" if close else f"its classes: {some}"))
 
     def _run(self, backend: str) -> Run:
         run = self._runs.get(backend)
@@ -181,6 +263,8 @@ class Explainer:
     def _checked_targets(self, target, n: int) -> torch.Tensor:
         if target is None:
             return torch.full((n,), -1, dtype=torch.int64)
+        if isinstance(target, str) or (isinstance(target, (list, tuple)) and any(isinstance(t, str) for t in target)):
+            target = [self.class_index(t) for t in ([target] if isinstance(target, str) else target)]
         try:
             targets = torch.as_tensor(target)
         except (TypeError, ValueError, RuntimeError):
@@ -206,17 +290,18 @@ def _eager_run(module: torch.nn.Module, device: torch.device, manifest: dict) ->
     method = Method.of(manifest)
     if dtype_of(manifest) != DEFAULT_DTYPE:
         p = preprocessing_of(manifest)
-        graph = build_saliency_graph(module, p.input_shape, method, p.mean, p.std, dtype=dtype_of(manifest))
+        graph = build_saliency_graph(module, p.input_shape, method, p.mean, p.std, dtype=dtype_of(manifest),
+                                     task=Task.of(manifest))
         graph = graph.to(device)
 
-        def run_graph(image: torch.Tensor, target: torch.Tensor):
+        def run_graph(*inputs: torch.Tensor):
             with torch.no_grad():
-                return graph(image, target)
+                return graph(*inputs)
         return run_graph
     module = module.to(device)
-    if method.name != "saliency":
+    if method.name != "saliency" or Task.of(manifest) != Task():
         p = preprocessing_of(manifest)
-        return functools.partial(method_outputs(method, p.input_shape, p.mean, p.std), module)
+        return functools.partial(method_outputs(method, p.input_shape, p.mean, p.std, Task.of(manifest)), module)
 
     def run(image: torch.Tensor, target: torch.Tensor):
         logits, used_target, grad = input_gradient(module, image, target)
@@ -254,8 +339,8 @@ def load(source: Union[str, Path, torch.nn.Module, ClassifierSpec], backend: str
             do: onnxruntime's threads then sleep between operators instead of spinning on cores that work
             needs (a whole dataset pipeline runs faster so; a lone call is slower: keep True for latency).
             libtorch's threads (eager, torchscript, aoti) spin only briefly either way.
-        model_options: for a model: ``categories``, ``preprocessing``, ``channels``, ``image_size``, as
-            ``salrt.export`` takes them.
+        model_options: for a model: ``categories``, ``preprocessing``, ``channels``, ``image_size``, ``task``,
+            as ``salrt.export`` takes them.
 
     Returns:
         An ``Explainer``.
@@ -319,9 +404,9 @@ def _load_artifact(directory: Path, backend: str, device: torch.device, cuda_gra
 def _in_numerics(loaders: dict[str, Callable[[], Run]], dtype: str) -> dict[str, Callable[[], Run]]:
     """The loaders, each run called in the mode ``dtype`` computes in (``precision.numerics``: tf32's)."""
     def in_mode(run: Run) -> Run:
-        def run_in_mode(image: torch.Tensor, target: torch.Tensor):
+        def run_in_mode(*inputs: torch.Tensor):
             with numerics(dtype):
-                return run(image, target)
+                return run(*inputs)
         return run_in_mode
     return {name: (lambda load=load: in_mode(load())) for name, load in loaders.items()}
 
@@ -354,7 +439,8 @@ def _rebuilt_model(directory: Path, manifest: dict) -> torch.nn.Module:
 def rebuilt_spec(manifest: dict) -> ClassifierSpec:
     """The model an artifact names, with its weights, channels, class names and preprocessing."""
     return load_model(manifest["model"], manifest["weights"], categories=manifest["categories"],
-                      preprocessing=preprocessing_of(manifest), channels=image_shape(manifest)[0])
+                      preprocessing=preprocessing_of(manifest), channels=image_shape(manifest)[0],
+                      task=Task.of(manifest).name)
 
 
 def is_model_name_and_artifact(source: str) -> bool:

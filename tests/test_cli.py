@@ -133,9 +133,13 @@ def test_wrong_tensor_shape_and_targets(exported):
         explainer.explain(torch.zeros(1, 3, 224, 224, dtype=torch.float64))
     with pytest.raises(InputError, match="target 1000 is out of range"):
         explainer.explain(torch.zeros(1, 3, 224, 224), target=1000)
-    for bad in (2.7, True, [1.0, 2.0], "cat"):
+    for bad in (2.7, True, [1.0, 2.0], {"cat": 1}):
         with pytest.raises(InputError, match="target must be an integer class index"):
             explainer.explain(torch.zeros(2, 3, 224, 224), target=bad)
+    with pytest.raises(InputError, match="resnet18 has no class 'cat'; did you mean 'crate'"):
+        explainer.explain(torch.zeros(2, 3, 224, 224), target="cat")
+    named = explainer.explain(torch.zeros(2, 3, 224, 224), target=["Egyptian cat", "tabby"])  # names, any case
+    assert named.used_target.tolist() == [285, 281]
     with pytest.raises(InputError, match="3 targets for 2 images"):
         explainer.explain(torch.zeros(2, 3, 224, 224), target=[1, 2, 3])
 

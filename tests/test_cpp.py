@@ -137,6 +137,16 @@ def test_refuses_a_package_compiled_for_cuda(binary, gray_artifact, tmp_path):
     assert "compiled for cuda, not cpu" in python_error(lambda: salrt.load(for_cuda, backend="aoti_n1"))
 
 
+def test_refuses_a_segmentation_artifact_in_one_line(binary, gray_artifact, tmp_path):
+    segmentation = shutil.copytree(gray_artifact, tmp_path / "segmentation")
+    manifest = json.loads((segmentation / "manifest.json").read_text())
+    manifest["task"] = {"name": "segmentation", "background": 0}
+    (segmentation / "manifest.json").write_text(json.dumps(manifest))
+    image = save_input(tmp_path / "in.pt", torch.zeros(1, *GRAY_SHAPE))
+    assert_error(run(binary, segmentation, image, tmp_path / "out.pt", check=False),
+                 f"{segmentation} explains segmentation; the C++ runtime explains classifiers")
+
+
 def python_error(call) -> str:
     with pytest.raises(SalrtError) as err:
         call()

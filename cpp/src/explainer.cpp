@@ -185,6 +185,11 @@ void Explainer::Impl::read_manifest() {
                 py_str(manifest, "format_version", "None") + "; this salrt " + kVersion + " reads format " +
                 std::to_string(kFormatVersion) + ": export it again");
   }
+  // a task's inputs (segmentation's region) and dense logits: salrt.load in Python explains those
+  const auto task = manifest.find("task");
+  if (task != manifest.end() && task->is_object() && task->value("name", std::string()) != "classification")
+    throw Error(dir + " explains " + task->value("name", std::string()) + "; the C++ runtime explains classifiers (for now): "
+                "run it with salrt.load in Python");
   try {  // the manifest's shape is salrt's own; a mismatch means the file was edited by hand or damaged
     model = manifest.at("model").get<std::string>();
     const auto size = manifest.at("input_size").get<std::vector<int64_t>>();

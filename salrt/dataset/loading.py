@@ -19,7 +19,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
-from ..images import decode_reduced, displayed_image, mode_for, needed_size, open_image, read_file, to_batch
+from ..images import (decode_reduced, displayed_image, mode_for, needed_size, open_image, read_file, region_mask,
+                      to_batch)
 from ..models import Preprocessing
 
 PREFETCH_BATCHES = 2  # per worker: enough to keep the model busy, few enough to bound memory
@@ -45,6 +46,7 @@ class Loaded:
     image: Optional[torch.Tensor] = None          # [C,H,W] preprocessed
     shown: Optional[torch.Tensor] = None          # [H,W,3] uint8: the crop the model saw, for the overlay
     encoded: Optional[bytes] = None               # the file's bytes, for a server that decodes them itself
+    region: Optional[torch.Tensor] = None         # [H,W]: its segmentation region, read from a mask file
 
 
 @dataclasses.dataclass
@@ -57,6 +59,12 @@ class Batch:
     def images(self) -> torch.Tensor:
         return torch.stack([item.image for item in self.loaded])
 
+    @property
+    def regions(self) -> Optional[torch.Tensor]:
+        """[N,H,W]: the loaded images' regions, where masks were read (``ImageFiles``'s ``masks``)."""
+        return torch.stack([item.region for item in self.loaded]) if self.loaded and \
+            self.loaded[0].region is not None else None
+
     def __len__(self) -> int:
         return len(self.loaded) + len(self.failed)
 
@@ -64,11 +72,13 @@ class Batch:
 class ImageFiles(Dataset):
     """Image files read by position. Without ``preprocessing`` they are only decoded: a check that every
     file is readable, before a run that must not start otherwise. ``keep_shown``: also the crop overlays are
-    drawn on; ``keep_encoded``: also the file's bytes."""
+    drawn on; ``keep_encoded``: also the file's bytes; ``masks``: each path's region mask file (a missing or
+    unreadable one fails that image)."""
 
     def __init__(self, paths: Sequence[Path], positions: Sequence[int], preprocessing: Optional[Preprocessing],
-                 keep_shown: bool = True, keep_encoded: bool = False, jpeg_draft: bool = False):
-        self.paths, self.positions = paths, positions
+                 keep_shown: bool = True, keep_encoded: bool = False, jpeg_draft: bool = False,
+                 masks: Optional[Sequence[Path]] = None):
+        self.paths, self.positions, self.masks = paths, positions, masks
         self.preprocessing, self.keep_shown, self.keep_encoded = preprocessing, keep_shown, keep_encoded
         self.jpeg_draft = jpeg_draft
 
@@ -77,8 +87,18 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> Loaded:
         position = self.positions[i]
-        return load_image(position, Path(self.paths[position]), self.preprocessing, self.keep_shown,
-                          self.keep_encoded, jpeg_draft=self.jpeg_draft)
+        loaded = load_image(position, Path(self.paths[position]), self.preprocessing, self.keep_shown,
+                            self.keep_encoded, jpeg_draft=self.jpeg_draft)
+        if self.masks is None or loaded.error is not None:
+            return loaded
+        mask = Path(self.masks[position])
+        if not mask.is_file():
+            return Loaded(position, error=f"{self.paths[position]}: no region mask at {mask}")
+        try:
+            loaded.region = region_mask(mask, self.preprocessing)
+        except (InputError, OSError) as err:
+            return Loaded(position, error=f"region mask {mask}: {err}")
+        return loaded
 
 
 def load_image(position: int, source: Union[Path, bytes, np.ndarray], preprocessing: Optional[Preprocessing],

@@ -42,6 +42,8 @@ def evaluate(source: str | Path, paths: list[Path], methods: list[Method] | None
     _check_settings(metrics, steps, randomization_steps)
     images = [open_image(path) for path in paths]  # a bad file fails first, before any model loads
     spec, artifact, methods = resolve(source, methods, weights, backend, device)
+    if spec.task != "classification":  # its metrics delete and insert pixels against one class probability
+        raise InputError(f"salrt evaluate scores classifiers; {spec.name} is a {spec.task} model")
     model = spec.module.eval().to(device)
     p = artifact.preprocessing if artifact else spec.preprocessing
     images = [open_image(image, mode_for(p.channels)) for image in images]  # the model's channels

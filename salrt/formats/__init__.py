@@ -3,7 +3,8 @@ facts everything else derives from (file names, backend names, CLI choices, ``au
 
 A writer takes ``(graph, path, description)`` (plus the format's own options, if it has any: what its
 ``check_options`` returned) and returns details for the file's manifest entry; a loader takes
-``(path, device, spin_wait)`` and returns a ``Run``: ``(image, target) -> (logits, used_target, saliency, grad)``.
+``(path, device, spin_wait)`` and returns a ``Run``: the graph's inputs in the manifest's order (image, target, a
+task's) -> its outputs in the manifest's order (logits, used_target, saliency, grad, ...).
 ``spin_wait`` False: other CPU work shares the cores (``salrt.load``'s argument), so a runtime whose threads
 busy-wait between operators should let them sleep instead; libtorch's OpenMP threads already sleep after a
 brief spin and take no per-model setting, so only onnxruntime acts on it.
@@ -20,7 +21,7 @@ import torch
 from ..errors import InputError
 from . import aoti, onnx, torchscript, triton
 
-Run = Callable[[torch.Tensor, torch.Tensor], tuple]
+Run = Callable[..., tuple]
 
 
 @dataclasses.dataclass(frozen=True)

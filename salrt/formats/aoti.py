@@ -16,6 +16,7 @@ import torch
 from .. import _torch
 from ..errors import ArtifactError
 from ..graph import exported_program, image_shape
+from ..graph.io import names
 
 _LOADS_WITH = "torch._inductor.aoti_load_package (torch only), or AOTIModelPackageLoader in C++"
 
@@ -26,12 +27,14 @@ def _on(graph: torch.fx.GraphModule, device: torch.device) -> torch.fx.GraphModu
 
 
 def write(graph: torch.fx.GraphModule, path: Path, description: dict, device: torch.device) -> dict:
-    _torch.aoti_compile(exported_program(_on(graph, device), image_shape(description), device=device), str(path))
+    _torch.aoti_compile(exported_program(_on(graph, device), image_shape(description), device=device,
+                                         inputs=names(description["inputs"])), str(path))
     return {"loads_with": _LOADS_WITH, "device": device.type}
 
 
 def write_single_image(graph: torch.fx.GraphModule, path: Path, description: dict, device: torch.device) -> dict:
-    program = exported_program(_on(graph, device), image_shape(description), batch=1, device=device)
+    program = exported_program(_on(graph, device), image_shape(description), batch=1, device=device,
+                               inputs=names(description["inputs"]))
     _torch.aoti_compile(program, str(path), freeze=True)
     return {"loads_with": _LOADS_WITH, "device": device.type, "batch": 1}
 
@@ -46,17 +49,17 @@ def _package(path: Path, device: torch.device):
 def load(path: Path, device: torch.device, spin_wait: bool = True):
     compiled = _package(path, device)
 
-    def run(image: torch.Tensor, target: torch.Tensor):
+    def run(*inputs: torch.Tensor):
         with torch.no_grad():
-            return tuple(compiled(image, target))
+            return tuple(compiled(*inputs))
     return run
 
 
 def load_single_image(path: Path, device: torch.device, spin_wait: bool = True):
     compiled = _package(path, device)
 
-    def run(image: torch.Tensor, target: torch.Tensor):
+    def run(*inputs: torch.Tensor):
         with torch.no_grad():
-            per_image = [compiled(image[i:i + 1], target[i:i + 1]) for i in range(image.shape[0])]
+            per_image = [compiled(*(x[i:i + 1] for x in inputs)) for i in range(inputs[0].shape[0])]
         return tuple(torch.cat(outputs) for outputs in zip(*per_image))
     return run

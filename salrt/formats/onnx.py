@@ -31,7 +31,7 @@ def external_data_file(path: Path) -> Path:
 
 def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
     """Export through torch.export with a dynamic batch, then check the model with ONNX's full checker."""
-    exported = exported_program(graph, image_shape(description))
+    exported = exported_program(graph, image_shape(description), inputs=names(description["inputs"]))
     weight_bytes = sum(t.numel() * t.element_size() for t in exported.state_dict.values()) + sum(
         t.numel() * t.element_size() for t in exported.constants.values() if isinstance(t, torch.Tensor))
     with warnings.catch_warnings():
@@ -69,8 +69,8 @@ def load(path: Path, device: torch.device, spin_wait: bool = True):
 
     input_names = [io.name for io in session.get_inputs()]  # the file's own names, in the contract's order
 
-    def run(image: torch.Tensor, target: torch.Tensor):
-        feed = dict(zip(input_names, (image.cpu().numpy(), target.cpu().numpy())))
+    def run(*inputs: torch.Tensor):
+        feed = dict(zip(input_names, (x.cpu().numpy() for x in inputs)))
         outputs = session.run(None, feed)  # every output, in the graph's order
         return tuple(torch.from_numpy(output).to(device) for output in outputs)
     return run

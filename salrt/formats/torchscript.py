@@ -91,9 +91,9 @@ def load(path: Path, device: torch.device, spin_wait: bool = True):
     except RuntimeError as err:
         raise ArtifactError(f"torch cannot load {path}: {str(err).splitlines()[0]}") from None
 
-    def run(image: torch.Tensor, target: torch.Tensor):
+    def run(*inputs: torch.Tensor):
         # The graph holds its own backward pass. no_grad, not inference_mode: the outputs stay ordinary
         # tensors that callers may feed into autograd code of their own.
         with torch.no_grad():
-            return module(image, target)
+            return module(*inputs)
     return run

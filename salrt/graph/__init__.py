@@ -20,9 +20,10 @@ from .precision import DEFAULT as DEFAULT_DTYPE, DTYPES, SHIPPED, Scheme, apply_
 from .passes import (check_no_backward_ops, created_on_the_input_device, direct_input_gradient_convolutions,
                      drop_no_op_restrides, fold_batch_norms, polyphase_narrow_transposed_convolutions)
 from .saliency import input_gradient
+from .tasks import TASKS, Task
 from .trace import example_inputs, exported_program, trace_with_constant_weights
 
-__all__ = ["DEFAULT_DTYPE", "DTYPES", "INPUTS", "METHODS", "Method", "OUTPUTS", "build_saliency_graph", "Scheme", "contract", "contract_of",
+__all__ = ["DEFAULT_DTYPE", "DTYPES", "INPUTS", "METHODS", "Method", "OUTPUTS", "build_saliency_graph", "Scheme", "TASKS", "Task", "contract", "contract_of",
            "exported_program", "image_shape", "input_gradient", "method_outputs", "trace_forward"]
 
 
@@ -37,17 +38,19 @@ def trace_forward(model: torch.nn.Module, image_shape: Sequence[int], method: Me
 
 def build_saliency_graph(model: torch.nn.Module, image_shape: Sequence[int], method: Method = Method(),
                          mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                         dtype: str = DEFAULT_DTYPE, scheme: Optional[Scheme] = None) -> torch.fx.GraphModule:
+                         dtype: str = DEFAULT_DTYPE, scheme: Optional[Scheme] = None,
+                         task: Task = Task()) -> torch.fx.GraphModule:
     """The joint forward + input-gradient + saliency graph of ``model`` for [N, C, H, W] inputs of
     ``image_shape`` (C, H, W), computing ``method`` (``mean``/``std``: the model's normalization, for the
     black IG baseline; default 0 and 1 per channel) with its heavy ops in ``dtype`` (``precision.SHIPPED``'s
-    scheme; ``scheme``: another one, as the dtype benchmark compares them). The I/O stays float32."""
+    scheme; ``scheme``: another one, as the dtype benchmark compares them), explaining ``task``'s score (its
+    inputs follow image and target). The I/O stays float32."""
     image_shape = as_image_shape(image_shape)
     method = method.check().resolved(model, image_shape)
     forward = fold_batch_norms(drop_no_op_restrides(trace_forward(model, image_shape, method)))
-    joint = trace_with_constant_weights(forward, graph_function(method, image_shape, mean, std),
-                                        example_inputs(image_shape), {**backward_as_forward_ops(),
-                                                                      **GUIDED_DECOMPOSITIONS})
+    inputs = example_inputs(image_shape, task.inputs)
+    joint = trace_with_constant_weights(forward, graph_function(method, image_shape, mean, std, task), inputs,
+                                        {**backward_as_forward_ops(), **GUIDED_DECOMPOSITIONS})
     check_no_backward_ops(joint)
     joint = polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(joint))
     # after the passes above (they match float32 convolutions with constant weights)

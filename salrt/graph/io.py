@@ -2,8 +2,9 @@
 outputs (name, dtype, shape, in order) that the manifest carries and everything else reads.
 
 Shapes are written with ``N`` (the batch, dynamic) and the model's sizes ``C`` (channels), ``H``, ``W``,
-``K`` (classes) and, for the CAM family, ``h`` and ``w``: its (first) layer's grid. ``contract`` makes them concrete for one model (N stays symbolic); the manifest stores that
-concrete form, so runtimes (Python, C++, Triton configs) read a model's sizes from it and restate nothing.
+``K`` (classes), for the CAM family ``h`` and ``w`` (its first layer's grid) and for dense tasks ``Ho`` and
+``Wo`` (the grid of the model's logits). ``contract`` makes them concrete for one model (N stays symbolic);
+the manifest stores that concrete form, so runtimes (Python, C++, Triton configs) read a model's sizes from it and restate nothing.
 """
 from __future__ import annotations
 
@@ -32,9 +33,16 @@ class Tensor:
 
 
 INPUTS = (Tensor("image", "float32", (BATCH, "C", "H", "W"), "preprocessed: resize, center crop, mean/std"),
-          Tensor("target", "int64", (BATCH,), "the class to explain; negative = the top class", default=-1))
+          Tensor("target", "int64", (BATCH,), "the class to explain; negative = the top class (segmentation: "
+                                              "the most predicted, background aside)", default=-1))
+TASK_INPUTS = {t.name: t for t in (
+    Tensor("region", "float32", (BATCH, "H", "W"), "segmentation: the pixels whose class logits are summed (1 in, "
+                                                   "0 out); a negative value = those predicted as the class",
+           default=-1),
+)}
+BASE_INPUTS = tuple(t.name for t in INPUTS)
 OUTPUTS = {t.name: t for t in (
-    Tensor("logits", "float32", (BATCH, "K")),
+    Tensor("logits", "float32", (BATCH, "K"), "a classifier's logits"),
     Tensor("used_target", "int64", (BATCH,), "the class explained"),
     Tensor("saliency", "float32", (BATCH, "H", "W"), "max over channels of |attribution|, min-max normalized; "
                                                       "a constant map is all zeros", range=(0, 1)),
@@ -43,17 +51,32 @@ OUTPUTS = {t.name: t for t in (
     Tensor("delta", "float32", (BATCH,), "integrated_gradients: sum of attributions - (F(x) - F(baseline))"),
     Tensor("cam", "float32", (BATCH, "h", "w"), "the CAM family: the (first) layer's map after the ReLU, before "
                                                 "normalization and upsampling"),
+    Tensor("used_region", "float32", (BATCH, "Ho", "Wo"), "segmentation: the region explained, at the logits' grid"),
+    Tensor("score", "float32", (BATCH,), "segmentation: the explained scalar, the class's logits summed over "
+                                         "the region"),
 )}
+DENSE_LOGITS = Tensor("logits", "float32", (BATCH, "K", "Ho", "Wo"), "segmentation: per-pixel logits")
 BASE_OUTPUTS = ("logits", "used_target", "saliency", "grad")  # every method's; methods may add others after them
 
 
 def contract(input_shape: Sequence[int], classes: int, outputs: Sequence[str] = BASE_OUTPUTS,
-             layer_grid: Sequence[int] = ()) -> dict:
+             layer_grid: Sequence[int] = (), task_inputs: Sequence[str] = (), output_grid: Sequence[int] = ()) -> dict:
     """{"inputs": [...], "outputs": [...]} of a model taking [N, *input_shape] images with ``classes`` logits
-    (``layer_grid``: (h, w) of a CAM method's first layer)."""
+    (``layer_grid``: (h, w) of a CAM method's first layer; ``task_inputs``: a task's inputs after image and
+    target; ``output_grid``: (Ho, Wo) of dense logits)."""
     channels, height, width = (int(size) for size in input_shape)
-    sizes = {"C": channels, "H": height, "W": width, "K": int(classes), **dict(zip("hw", map(int, layer_grid)))}
-    return {"inputs": [t.concrete(sizes) for t in INPUTS], "outputs": [OUTPUTS[name].concrete(sizes) for name in outputs]}
+    sizes = {"C": channels, "H": height, "W": width, "K": int(classes), **dict(zip("hw", map(int, layer_grid))),
+             **dict(zip(("Ho", "Wo"), map(int, output_grid)))}
+    tensors = {**OUTPUTS, "logits": DENSE_LOGITS} if output_grid else OUTPUTS
+    return {"inputs": [t.concrete(sizes) for t in (*INPUTS, *(TASK_INPUTS[name] for name in task_inputs))],
+            "outputs": [tensors[name].concrete(sizes) for name in outputs]}
+
+
+def input_specs(image_shape: Sequence[int], inputs: Sequence[str] = BASE_INPUTS) -> list[tuple[tuple, str]]:
+    """(shape of one batch item, dtype) of each named input, for images of ``image_shape`` (C, H, W)."""
+    sizes = dict(zip("CHW", as_image_shape(image_shape)))
+    tensors = {t.name: t for t in (*INPUTS, *TASK_INPUTS.values())}
+    return [(tuple(sizes[d] for d in tensors[name].shape[1:]), tensors[name].dtype) for name in inputs]
 
 
 def contract_of(manifest: dict) -> dict:

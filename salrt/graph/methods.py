@@ -44,6 +44,7 @@ import torch
 from ..errors import InputError
 from .io import BASE_OUTPUTS, as_image_shape
 from .layers import Instrument, Tap, resolve
+from .tasks import Task
 from .saliency import input_gradient, normalize, saliency_from_grad
 
 IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
@@ -237,7 +238,9 @@ def _integrated(method: Method, constants: "_Constants") -> Callable:
         attribution = difference * path_sum
         with torch.no_grad():
             baseline_logits = forward(start_point.expand(1, *constants.image_shape))
-        gap = logits.gather(1, used.unsqueeze(1)).squeeze(1) - baseline_logits[0].gather(0, used)
+        # expanded: the task's baseline scores may be one per image already (``tasks``)
+        baselines = baseline_logits.expand(logits.shape[0], -1).gather(1, used.unsqueeze(1))
+        gap = (logits.gather(1, used.unsqueeze(1)) - baselines).squeeze(1)
         delta = attribution.sum((1, 2, 3)) - gap
         return logits, used, saliency_from_grad(attribution), attribution, delta
     return run
@@ -416,35 +419,37 @@ METHODS = tuple(REGISTRY)
 
 
 def method_outputs(method: Method, image_shape: Sequence[int], mean: Optional[Sequence[float]] = None,
-                   std: Optional[Sequence[float]] = None) -> Callable:
-    """``fn(model, image, target)`` computing ``method``'s outputs for [N, *image_shape] images with ``model``
-    in PyTorch (see the module's docstring); ``mean``/``std``: the model's normalization (default 0 and 1 per
-    channel). A CAM method whose layers are not resolved yet resolves them on the first model it is given."""
+                   std: Optional[Sequence[float]] = None, task: Task = Task()) -> Callable:
+    """``fn(model, image, target, *task inputs)`` computing ``method``'s outputs for [N, *image_shape] images
+    with ``model`` in PyTorch (see the module's docstring) for ``task`` (``tasks``); ``mean``/``std``: the
+    model's normalization (default 0 and 1 per channel). A CAM method whose layers are not resolved yet
+    resolves them on the first model it is given."""
     method = method.check()
     instrumented = method.spec.layers or method.spec.guided
     if not instrumented:
-        return graph_function(method, image_shape, mean, std)
+        return lambda model, *inputs: graph_function(method, image_shape, mean, std, task)(model, *inputs)
     built = {}
 
-    def run(model, image, target):
+    def run(model, *inputs):
         if "fn" not in built:
             built["method"] = method.resolved(model, image_shape)
-            built["fn"] = graph_function(built["method"], image_shape, mean, std)
+            built["fn"] = graph_function(built["method"], image_shape, mean, std, task)
         instrument = Instrument(model, built["method"].taps, method.spec.guided)
         with instrument.installed():
-            return built["fn"](lambda x: instrument.run(model, x), image, target)
+            return built["fn"](lambda x: instrument.run(model, x), *inputs)
     return run
 
 
 def graph_function(method: Method, image_shape: Sequence[int], mean: Optional[Sequence[float]] = None,
-                   std: Optional[Sequence[float]] = None) -> Callable:
-    """``fn(forward, image, target)``: what the graph traces, ``forward`` being the model as
-    ``instrumented`` makes it for ``method`` (itself for the gradient family)."""
+                   std: Optional[Sequence[float]] = None, task: Task = Task()) -> Callable:
+    """``fn(forward, image, target, *task inputs)``: what the graph traces, ``forward`` being the model as
+    ``instrumented`` makes it for ``method`` (itself for the gradient family), explaining ``task``'s score."""
     image_shape = as_image_shape(image_shape)
     channels = image_shape[0]
     constants = _Constants(image_shape, mean or (0.0,) * channels, std or (1.0,) * channels,
                            method.chunk_for(image_shape))
-    return method.spec.build(method, constants)
+    logit_positions = (0, -1) if method.spec.guided and method.taps else (0,)  # see ``Instrument.run``
+    return task.spec.wrap(method.spec.build(method, constants), task, logit_positions)
 
 
 def instrumented(model: torch.nn.Module, method: Method) -> Instrument:

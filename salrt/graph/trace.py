@@ -6,14 +6,16 @@ from typing import Optional, Sequence
 import torch
 
 from .. import _torch
-from .io import as_image_shape
+from .io import BASE_INPUTS, input_specs
 
 TRACE_BATCH = 2  # sizes 0 and 1 would be specialized by the tracer
 
 
-def example_inputs(image_shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fake (image [N, C, H, W], target [N]) whose batch is one shared symbol: no example values get baked in."""
-    return _torch.symbolic_batch_inputs(((TRACE_BATCH, *image_shape), torch.float32), ((TRACE_BATCH,), torch.int64))
+def example_inputs(image_shape: Sequence[int], inputs: Sequence[str] = BASE_INPUTS) -> tuple[torch.Tensor, ...]:
+    """Fake graph inputs (image [N, C, H, W], target [N], a task's) whose batch is one shared symbol: no example
+    values get baked in."""
+    return _torch.symbolic_batch_inputs(*(((TRACE_BATCH, *shape), getattr(torch, dtype))
+                                          for shape, dtype in input_specs(image_shape, inputs)))
 
 
 def add_constant(gm: torch.fx.GraphModule, value: torch.Tensor, name: str) -> torch.fx.Node:
@@ -47,13 +49,15 @@ def trace_with_constant_weights(module: torch.nn.Module, fn, inputs: tuple, deco
 
 
 def exported_program(graph: torch.fx.GraphModule, image_shape: Sequence[int], batch: Optional[int] = None,
-                     device: torch.device = torch.device("cpu")) -> torch.export.ExportedProgram:
+                     device: torch.device = torch.device("cpu"), inputs: Sequence[str] = BASE_INPUTS
+                     ) -> torch.export.ExportedProgram:
     """The graph (its constants on ``device``) as a torch.export program (what the ONNX and AOTI writers take)
-    for [N, *image_shape] images on ``device``: with a dynamic batch, or specialized to a fixed ``batch``."""
+    for [N, *image_shape] images (and the other ``inputs``) on ``device``: with a dynamic batch, or specialized
+    to a fixed ``batch``."""
     n = batch or TRACE_BATCH
-    image = torch.zeros(n, *as_image_shape(image_shape), device=device)
-    target = torch.full((n,), -1, dtype=torch.int64, device=device)
+    examples = tuple(torch.full((n, *shape), -1, dtype=getattr(torch, dtype), device=device)
+                     for shape, dtype in input_specs(image_shape, inputs))
     if batch is not None:
-        return torch.export.export(graph, (image, target))
+        return torch.export.export(graph, examples)
     dynamic = torch.export.Dim("N", min=1, max=65536)
-    return torch.export.export(graph, (image, target), dynamic_shapes=({0: dynamic}, {0: dynamic}))
+    return torch.export.export(graph, examples, dynamic_shapes=tuple({0: dynamic} for _ in examples))

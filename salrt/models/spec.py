@@ -106,13 +106,16 @@ def default_preprocessing(channels: int) -> Preprocessing:
 
 @dataclasses.dataclass
 class ClassifierSpec:
-    """A classifier in eval mode with frozen weights (its forward returns logits [N, K]), plus what it takes to
-    feed and read it: ``len(categories) == K``."""
+    """A model in eval mode with frozen weights whose forward returns logits: [N, K] (a classifier) or
+    [N, K, Ho, Wo] (``task`` "segmentation"; ``output_grid`` (Ho, Wo)), plus what it takes to feed and read it:
+    ``len(categories) == K``."""
     name: str
     weights: str
     module: torch.nn.Module
     preprocessing: Preprocessing
     categories: list[str]
+    task: Optional[str] = None  # None: found from the logits' rank when the spec is finished
+    output_grid: tuple = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -120,8 +123,8 @@ class ClassifierSpec:
 
 
 class Logits(torch.nn.Module):
-    """A classifier whose forward returns a tuple/list (its first element), a mapping or a Hugging Face
-    ``ModelOutput`` (its ``logits``), as one returning the logits tensor."""
+    """A model whose forward returns a tuple/list (its first element), a mapping or a Hugging Face
+    ``ModelOutput`` (its ``logits``, or torchvision segmentation's ``out``), as one returning the logits tensor."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -131,15 +134,35 @@ class Logits(torch.nn.Module):
         return logits_of(self.model(x), type(self.model).__name__)
 
 
-def logits_of(output, model_name: str) -> torch.Tensor:
-    if isinstance(output, Mapping) and "logits" in output:
-        output = output["logits"]
+# What a model of each task returns: [N,K], [N,K,Ho,Wo]. The tasks themselves (what a graph explains) are
+# ``graph.tasks.TASKS``, one entry per name here.
+LOGITS_RANK = {"classification": 2, "segmentation": 4}
+
+
+def check_task(task: str) -> str:
+    if task not in LOGITS_RANK:
+        raise InputError(f"unknown task {task!r}; choose from {', '.join(LOGITS_RANK)}")
+    return task
+
+
+def task_of_output(logits: torch.Tensor) -> str:
+    """The task a model's logits suggest by their rank."""
+    return next(task for task, rank in LOGITS_RANK.items() if rank == logits.dim())
+
+
+def logits_of(output, model_name: str, task: Optional[str] = None) -> torch.Tensor:
+    """The logits tensor in a model's output: [N, K], [N, K, Ho, Wo], or for ``task`` the rank it needs."""
+    if isinstance(output, Mapping):
+        output = next((output[key] for key in ("logits", "out") if key in output), output)
     elif isinstance(output, (tuple, list)) and output:
         output = output[0]
-    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+    ranks = [LOGITS_RANK[task]] if task else list(LOGITS_RANK.values())
+    if not isinstance(output, torch.Tensor) or output.dim() not in ranks:
         what = f"a tensor of shape {list(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
-        raise InputError(f"{model_name} returned {what}; salrt takes a classifier returning logits [N, K]: a tensor, "
-                         "a tuple or list whose first element is one, or a mapping / ModelOutput with 'logits'")
+        expected = {2: "a classifier's logits [N, K]", 4: "a segmentation model's logits [N, K, H, W]"}
+        raise InputError(f"{model_name} returned {what}; {'salrt' if not task else task} takes "
+                         f"{' or '.join(expected[r] for r in ranks)}: a tensor, a tuple or list whose first element "
+                         "is one, or a mapping / ModelOutput with 'logits' (or torchvision's 'out')")
     return output
 
 

@@ -15,6 +15,7 @@ import torch
 from ..artifact import read_manifest
 from ..errors import ArtifactError, InputError
 from ..formats import BY_BACKEND
+from ..graph import Task
 from ..formats.triton_config import concrete_contract, model_config, write_config
 from ..ops import abs_channel_max_normalize
 
@@ -72,6 +73,10 @@ def write_serve_repository(artifact: Path, root: Path, *, backend: str, device: 
     options are checked by the caller (``ServeOptions.check``)."""
     artifact = Path(artifact).absolute()
     manifest = read_manifest(artifact)
+    task = Task.of(manifest).name
+    if task != "classification":  # its region input and dense outputs have no image model and no server checks
+        raise InputError(f"{artifact} explains {task}; salrt serve serves classifiers (for now): run it with "
+                         "salrt.load or salrt explain, or serve its triton/ repository (--format triton)")
     if backend in BY_BACKEND and BY_BACKEND[backend].name not in manifest["files"]:
         raise ArtifactError(f"{artifact} has no {BY_BACKEND[backend].name} artifact for backend {backend!r} "
                             f"(it has: {', '.join(manifest['files'])})")
