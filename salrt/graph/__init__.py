@@ -18,7 +18,8 @@ from .layers import GUIDED_DECOMPOSITIONS
 from .methods import METHODS, Method, graph_function, instrumented, method_outputs
 from .precision import DEFAULT as DEFAULT_DTYPE, DTYPES, SHIPPED, Scheme, apply_precision, check_dtype
 from .passes import (check_no_backward_ops, created_on_the_input_device, direct_input_gradient_convolutions,
-                     drop_no_op_restrides, fold_batch_norms, polyphase_narrow_transposed_convolutions)
+                     drop_no_op_restrides, fold_batch_norms, polyphase_narrow_transposed_convolutions,
+                     unexpanded_matrix_products)
 from .saliency import input_gradient
 from .tasks import TASKS, Task
 from .trace import example_inputs, exported_program, trace_with_constant_weights
@@ -47,11 +48,13 @@ def build_saliency_graph(model: torch.nn.Module, image_shape: Sequence[int], met
     inputs follow image and target). The I/O stays float32."""
     image_shape = as_image_shape(image_shape)
     method = method.check().resolved(model, image_shape)
-    forward = fold_batch_norms(drop_no_op_restrides(trace_forward(model, image_shape, method)))
+    forward = unexpanded_matrix_products(fold_batch_norms(drop_no_op_restrides(trace_forward(model, image_shape,
+                                                                                             method))))
     inputs = example_inputs(image_shape, task.inputs)
     joint = trace_with_constant_weights(forward, graph_function(method, image_shape, mean, std, task), inputs,
                                         {**backward_as_forward_ops(), **GUIDED_DECOMPOSITIONS})
     check_no_backward_ops(joint)
-    joint = polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(joint))
+    joint = polyphase_narrow_transposed_convolutions(direct_input_gradient_convolutions(
+        unexpanded_matrix_products(joint)))
     # after the passes above (they match float32 convolutions with constant weights)
     return created_on_the_input_device(apply_precision(joint, scheme or SHIPPED[check_dtype(dtype)]))
