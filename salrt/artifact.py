@@ -127,6 +127,7 @@ def read_manifest(directory: Path) -> dict:
     missing = [key for key in ("model", "weights", "preprocessing", "categories", "files") if key not in manifest]
     if missing or not isinstance(manifest["files"], dict):
         raise ArtifactError(f"{path} is corrupt: {', '.join(missing) or 'files'} missing or malformed")
+    Task.of(manifest)  # a task this salrt does not explain: refused before any file loads
     return manifest
 
 

@@ -141,6 +141,9 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
         raise InputError(f"{regions[0]}: explained here only, not with --server or --ray")
     if options.region_dir is not None and not Path(options.region_dir).is_dir():
         raise InputError(f"--region-dir {options.region_dir}: no such directory")
+    if options.server and isinstance(options.target, str):
+        raise InputError(f"--target {options.target!r}: with --server give the class's index (the artifact's "
+                         "manifest.json lists its classes in order)")
     if options.server and "grad" in options.save:
         raise InputError("--save grad needs the attribution, which a server's image model does not send back")
     if options.batch_size < 1:

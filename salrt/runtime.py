@@ -55,8 +55,8 @@ class Explanation:
         logits = self.logits.float()
         if logits.dim() == 2:
             return logits.softmax(1)
-        predicted = torch.nn.functional.one_hot(logits.argmax(1).flatten(1), logits.shape[1])
-        return predicted.float().mean(1)
+        counts = [torch.bincount(predicted.flatten(), minlength=logits.shape[1]) for predicted in logits.argmax(1)]
+        return torch.stack(counts).float() / logits[0, 0].numel()
 
     def top(self, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """The k most probable classes of each image as (index, name, probability); for segmentation the k

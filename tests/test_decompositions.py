@@ -251,9 +251,13 @@ def test_matrix_products_never_expand_a_weight_over_a_batch():
     torch.manual_seed(0)
     vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
                                                hidden_dim=16, mlp_dim=32, num_classes=5)
+    with pytest.raises(salrt.errors.InputError, match="gradient is zero at every spatial map"):
+        Method("gradcam").resolved(vit, (3, 32, 32))  # torchvision's ViT head starts at zeros
+    torch.nn.init.normal_(vit.heads.head.weight, std=0.1)
     spec = salrt.models.as_spec(vit, image_size=32)
-    for method in ("saliency", "integrated_gradients"):
-        graph = build_saliency_graph(spec.module, spec.input_shape, Method(method, steps=4))
+    for method in ("saliency", "integrated_gradients", "gradcam"):
+        graph = build_saliency_graph(spec.module, spec.input_shape,
+                                     Method(method, steps=4).resolved(spec.module, spec.input_shape))
         bmms = [n for n in graph.graph.nodes if n.target is torch.ops.aten.bmm.default]
         assert not [n for n in bmms if _expanded_matrix(n.args[1]) is not None], method
         assert any(n.target is torch.ops.aten.mm.default for n in graph.graph.nodes)

@@ -233,11 +233,18 @@ def test_a_classifier_is_not_a_segmentation_model_and_a_region_needs_one(lite0):
         salrt.load(TinyUNet(), task="detection")
 
 
-def test_serve_refuses_a_segmentation_artifact_in_one_line(tmp_path):
+def test_serve_refuses_a_segmentation_artifact_and_load_an_unknown_task_in_one_line(tmp_path):
+    import json
+    from salrt.errors import ArtifactError
     from salrt.server import TritonServer
     directory = salrt.export(Painted(), tmp_path / "painted", categories=CLASSES, image_size=32)
     with pytest.raises(InputError, match="explains segmentation; salrt serve serves classifiers"):
         TritonServer(directory)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for task in ({"name": "detection"}, {"name": "segmentation", "background": "sky"}, "segmentation"):
+        (directory / "manifest.json").write_text(json.dumps({**manifest, "task": task}))
+        with pytest.raises(ArtifactError, match="manifest.json is corrupt or from a newer salrt: task"):
+            salrt.load(directory)
 
 
 def test_the_cli_explains_a_named_class_over_a_mask_and_outlines_it(tmp_path, photo_files):

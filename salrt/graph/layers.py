@@ -199,6 +199,10 @@ def _positions_reached(grad_map: torch.Tensor) -> int:
 def default_layer(candidates: list[Candidate]) -> str:
     """The module path the CAM methods read by default (the module's docstring says the rule)."""
     usable = [c for c in candidates if c.usable]
+    if not usable and any(c.tap is not None for c in candidates) and not any(c.spatial_gradient for c in candidates):
+        raise InputError("the top logit's gradient is zero at every spatial map of this model: its logits do not "
+                         "depend on the image (a head whose weights are zeros, as torchvision initialises ViT's "
+                         "before training?); load trained weights, or salrt's --weights random")
     if not usable:
         raise InputError("no layer of this model outputs a spatial map that its logits depend on; a CAM method "
                          "needs one (use a gradient method: saliency, integrated_gradients, ...)")

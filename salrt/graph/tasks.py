@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..errors import ArtifactError
 from ..models.spec import check_task
 from .io import BASE_INPUTS
 
@@ -52,8 +53,15 @@ class Task:
 
     @classmethod
     def of(cls, manifest: dict) -> "Task":
-        """The task an artifact's manifest records (classification for artifacts from before tasks)."""
-        return cls(**manifest.get("task", {"name": "classification"}))
+        """The task an artifact's manifest records (classification for artifacts from before tasks); an
+        ArtifactError for an entry this salrt does not know."""
+        entry = manifest.get("task", {"name": "classification"})
+        known = {field.name for field in dataclasses.fields(cls)}
+        if not isinstance(entry, dict) or entry.get("name") not in TASKS or not set(entry) <= known \
+                or not all(isinstance(entry.get(key, -1), int) for key in known - {"name"}):
+            raise ArtifactError(f"manifest.json is corrupt or from a newer salrt: task {entry!r}; this salrt "
+                                f"explains {', '.join(TASKS)}")
+        return cls(**entry)
 
     @classmethod
     def for_categories(cls, name: str, categories: Sequence[str]) -> "Task":

@@ -90,8 +90,9 @@ def as_spec(model, weights: str = "default", *, categories=None, preprocessing: 
     options = dict(categories=categories, preprocessing=preprocessing, channels=channels, image_size=image_size,
                    task=task)
     if isinstance(model, ClassifierSpec):
-        return _finished(model, read_categories(categories), preprocessing, channels, image_size, task) \
-            if any(v is not None for v in options.values()) else model
+        finished = model.task is not None and all(v is None for v in options.values())  # else: probe it
+        return model if finished else _finished(model, read_categories(categories), preprocessing, channels,
+                                                image_size, task)
     if isinstance(model, str):
         return load_model(model, weights, **options)
     if not isinstance(model, torch.nn.Module):
