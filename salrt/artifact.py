@@ -41,7 +41,7 @@ def sha256(path: Path) -> str:
 
 def task_of(spec: ClassifierSpec) -> Task:
     """The task a finished spec's graph explains, with its parameters (a segmentation model's background)."""
-    return Task.for_categories(spec.task, spec.categories)
+    return Task.for_model(spec.task, spec.categories, spec.output_grid)
 
 
 def describe(spec: ClassifierSpec, method: Method = Method(), dtype: str = DEFAULT_DTYPE) -> dict:
@@ -64,8 +64,7 @@ def describe(spec: ClassifierSpec, method: Method = Method(), dtype: str = DEFAU
         "chunk": method.chunk_for(shape),
         "images_per_call": method.images_per_call(shape),
         **contract(shape, len(spec.categories), method.outputs + task.spec.outputs,
-                   method.taps[0].grid if method.taps else (), task.spec.inputs,
-                   spec.output_grid if task.spec.dense else ()),
+                   method.taps[0].grid if method.taps else (), task.spec.inputs, task.spec.logits, spec.output_grid),
         "categories": spec.categories,
     }
 

@@ -116,10 +116,10 @@ def methods_table() -> str:
 def contract_table() -> str:
     """The README's table of graph inputs and outputs, from salrt.graph.io (tests/test_segmentation.py keeps them
     equal)."""
-    from .graph.io import DENSE_LOGITS, INPUTS, OUTPUTS, TASK_INPUTS
+    from .graph.io import DENSE_LOGITS, INPUTS, OUTPUTS, QUERY_LOGITS, TASK_INPUTS
     rows = ["| | name | dtype | shape | what |", "|---|---|---|---|---|"]
     for kind, tensors in (("input", (*INPUTS, *TASK_INPUTS.values())),
-                          ("output", (OUTPUTS["logits"], DENSE_LOGITS, *list(OUTPUTS.values())[1:]))):
+                          ("output", (OUTPUTS["logits"], DENSE_LOGITS, QUERY_LOGITS, *list(OUTPUTS.values())[1:]))):
         for t in tensors:
             note = t.note + (f" (default {t.default}: callers may leave it out)" if t.default is not None else "") \
                 + (f"; in [{t.range[0]}, {t.range[1]}]" if t.range else "")
@@ -163,8 +163,8 @@ def _model_options(command):
         click.option("--crop", default=None, metavar="N|HxW", help="center crop (the model's input size)"),
         click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default=None),
         click.option("--task", type=click.Choice(list(LOGITS_RANK)), default=None,
-                     help="what the model's logits are: [N,K] classification, [N,K,H,W] segmentation "
-                          "[default: found from their rank]"),
+                     help="what the model's logits are: [N,K] classification, [N,K,H,W] segmentation, [N,Q,L] "
+                          "with boxes [N,Q,4] detection [default: found from what it returns]"),
     ]
 
     @functools.wraps(command)
@@ -243,6 +243,9 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @click.option("--region", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               metavar="MASK", help="segmentation: a mask image (pixels above 0) of the region whose class logits are "
                                    "summed, the same for every image [default: the pixels predicted as the class]")
+@click.option("--box", default=None, metavar="X0,Y0,X1,Y1",
+              help="detection: explain the query whose predicted box overlaps this one most (the model's input "
+                   "pixels) [default: the top detection, of --target's class if given]")
 @click.option("--region-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               metavar="DIR", help="segmentation: a mask per image, mirroring the inputs' tree (a/cat.jpg: DIR/a/cat.jpg "
                                   "or DIR/a/cat.png); an image without one fails, recorded in the index")
@@ -283,7 +286,7 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @_dtype_option(None)
 @_method_options
 @_model_options
-def explain(source, images, list_files, target, region, region_dir, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
+def explain(source, images, list_files, target, region, box, region_dir, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
             index_format, on_error, resume, html, workers, server, jpeg_draft, ray_address, ray_concurrency,
             ray_num_gpus, dtype, method, model_options):
     """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
@@ -311,7 +314,7 @@ def explain(source, images, list_files, target, region, region_dir, out_dir, bac
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
     options = Options(target=target if target is None or not target.lstrip("-").isdigit() else int(target),
-                      region=region, region_dir=region_dir, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
+                      region=region, box=box and _floats(box), region_dir=region_dir, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
                       batch_size=batch_size, server=server, method=method, dtype=dtype, save=parse_save(save),
                       index_format=index_format,
                       on_error=on_error, resume=resume, html=html, workers=workers, jpeg_draft=jpeg_draft,

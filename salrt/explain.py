@@ -31,7 +31,7 @@ from .errors import InputError
 from .formats import AUTO
 from .graph import Method
 from .models import Preprocessing
-from .render import heatmap, outlined, overlay
+from .render import boxed, heatmap, outlined, overlay
 from .runtime import Explanation, load
 
 WRITES_AHEAD = 2  # batches whose files may wait for the writer thread while the model runs
@@ -43,6 +43,7 @@ class Options:
     target: Union[None, int, str] = None  # an index or a class name
     region: Optional[Path] = None       # segmentation: a mask image (pixels above 0), the same for every image
     region_dir: Optional[Path] = None   # segmentation: a mask per image, mirroring the input tree (``mask_path``)
+    box: Optional[Sequence[float]] = None  # detection: x0, y0, x1, y1 in input pixels, the same for every image
     backend: str = AUTO
     device: str = "cpu"
     cuda_graphs: bool = False           # replay CUDA graphs per batch size (salrt.load's cuda_graphs)
@@ -135,6 +136,8 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
     if options.server and options.jpeg_draft:
         raise InputError("--jpeg-draft changes how salrt decodes; with --server the server decodes the files")
     regions = [name for name, value in (("--region", options.region), ("--region-dir", options.region_dir)) if value]
+    if options.box is not None and (options.server or options.ray is not None):
+        raise InputError("--box: explained here only, not with --server or --ray")
     if len(regions) == 2:
         raise InputError("--region (one mask for every image) or --region-dir (one per image), not both")
     if regions and (options.server or options.ray is not None):
@@ -196,7 +199,8 @@ class _Model:
 
 
 def _load_model(source: str, options: Options, beside_workers: bool) -> _Model:
-    described = {"target": options.target, "save": sorted(options.save), "jpeg_draft": options.jpeg_draft,
+    described = {"target": options.target, "box": options.box, "save": sorted(options.save),
+                 "jpeg_draft": options.jpeg_draft,
                  "region_dir": options.region_dir and str(Path(options.region_dir).resolve())}
     if options.server:
         from .server.client import RemoteExplainer
@@ -208,10 +212,12 @@ def _load_model(source: str, options: Options, beside_workers: bool) -> _Model:
     explainer = load(source, **load_options(options), spin_wait=not beside_workers)
     region = None
     if options.region is not None:  # read and checked once, before any image
-        region = explainer.checked_inputs(torch.zeros(1, *explainer.input_shape), options.target, options.region)[2][0]
+        region = explainer.checked_inputs(torch.zeros(1, *explainer.input_shape), options.target,
+                                          region=options.region)[2][0]
         described["region"] = hashlib.sha256(region.numpy().tobytes()).hexdigest()
     def explain(batch: Batch) -> Explanation:
-        return explainer.explain(batch.images, options.target, region if batch.regions is None else batch.regions)
+        return explainer.explain(batch.images, options.target, region if batch.regions is None else batch.regions,
+                                 box=options.box)
     return _Model(explain, explainer.preprocessing,
                   _fingerprint(manifest=explainer.manifest, backend=options.backend, **described), False)
 
@@ -322,8 +328,11 @@ def _write_file(kind: str, path: Path, loaded: Loaded, result: Explanation, j: i
         return save_png(path, heatmap(saliency))
     if kind == "overlay.png":
         picture = overlay(Image.fromarray(loaded.shown.numpy()), saliency)
-        region = result.used_region  # segmentation: the region explained, outlined
-        return save_png(path, picture if region is None else outlined(picture, region[j]))
+        if result.used_region is not None:  # segmentation: the region explained, outlined
+            picture = outlined(picture, result.used_region[j])
+        if result.used_box is not None:  # detection: the explained query's box
+            picture = boxed(picture, result.used_box[j], saliency.shape)
+        return save_png(path, picture)
     if kind == "saliency.npy":  # in [0, 1]: float16 keeps 3 significant digits at half the bytes
         return save_npy(path, saliency.to(torch.float16).cpu().numpy())
     # the attribution stays float32: input gradients are often far below float16's smallest normal (6e-5)

@@ -45,6 +45,15 @@ def outlined(image: Image.Image, region: torch.Tensor, colour=(0, 255, 255)) -> 
     return Image.fromarray(pixels)
 
 
+def boxed(image: Image.Image, box: torch.Tensor, size, colour=(0, 255, 255)) -> Image.Image:
+    """``image`` with a box (x0, y0, x1, y1 in pixels of an input of ``size`` (H, W)) drawn over it: what a
+    detection explanation explained."""
+    scale = (image.width / size[1], image.height / size[0]) * 2
+    picture = image.convert("RGB")
+    ImageDraw.Draw(picture).rectangle([v * s for v, s in zip(box.tolist(), scale)], outline=colour, width=2)
+    return picture
+
+
 def _scaled_mask(region: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     scaled = torch.nn.functional.interpolate((region.detach().float().cpu() > 0).float()[None, None],
                                              size=size[::-1], mode="nearest")

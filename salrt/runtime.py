@@ -18,8 +18,9 @@ from .cuda_graphs import GraphedRun
 from .devices import checked_device
 from .errors import ArtifactError, InputError
 from .formats import AUTO, BY_BACKEND, CUDA_GRAPH_BACKENDS, EAGER, Run, auto_routes, check_backend, runs_on
-from .graph import (DEFAULT_DTYPE, Method, Task, build_saliency_graph, contract_of, image_shape, input_gradient,
-                    method_outputs)
+from .graph import (DEFAULT_DTYPE, TASKS, Method, Task, build_saliency_graph, contract_of, image_shape,
+                    input_gradient, method_outputs)
+from .graph.tasks import class_probabilities
 from .graph.precision import check_device, check_dtype, numerics
 from .graph.io import names
 from .images import ImageLike, mode_for, open_image, region_mask, to_batch
@@ -47,21 +48,26 @@ class Explanation:
     attribution = grad
     delta = property(lambda self: self.outputs.get("delta"))
     used_region = property(lambda self: self.outputs.get("used_region"))
+    used_query = property(lambda self: self.outputs.get("used_query"))
+    used_box = property(lambda self: self.outputs.get("used_box"))
     score = property(lambda self: self.outputs.get("score"))
 
     def class_shares(self) -> torch.Tensor:
-        """[N,K]: each class's probability (softmax of the logits), or for segmentation its share of the
-        image's pixels (those the model predicts as it)."""
+        """[N,K]: each class's probability (softmax of the logits); for segmentation its share of the image's
+        pixels (those the model predicts as it); for detection its most probable query's probability."""
         logits = self.logits.float()
         if logits.dim() == 2:
             return logits.softmax(1)
+        if logits.dim() == 3:
+            return class_probabilities(logits, int(logits.shape[2] == len(self.categories) + 1)).amax(1)
         counts = [torch.bincount(predicted.flatten(), minlength=logits.shape[1]) for predicted in logits.argmax(1)]
         return torch.stack(counts).float() / logits[0, 0].numel()
 
     def top(self, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """The k most probable classes of each image as (index, name, probability); for segmentation the k
         most predicted, with their shares of the pixels."""
-        probabilities, indices = self.class_shares().topk(min(k, self.logits.shape[1]), dim=1)
+        shares = self.class_shares()
+        probabilities, indices = shares.topk(min(k, shares.shape[1]), dim=1)
         return [[(int(i), self.categories[int(i)], float(p)) for p, i in zip(row_p, row_i)]
                 for row_p, row_i in zip(probabilities, indices)]
 
@@ -128,7 +134,7 @@ class Explainer:
         return to_batch([open_image(image, mode) for image in images], self.preprocessing)
 
     def explain(self, images, target: Optional[Union[int, Sequence[int], torch.Tensor]] = None,
-                region=None) -> Explanation:
+                region=None, box=None) -> Explanation:
         """Saliency maps of ``images`` for ``target``.
 
         Args:
@@ -141,6 +147,9 @@ class Explainer:
                 [N,H,W], at the model's input size (bool, or float weights), or a mask image (path, bytes or
                 PIL image; pixels above 0 are in the region) resized and cropped as the images are; None: the
                 pixels the model predicts as the class.
+            box: detection only: x0, y0, x1, y1 in the model's input pixels, one for every image or [N,4]: the
+                query whose predicted box overlaps it most is explained; None (or an image's four -1s): the top
+                detection (of the target class, if given).
 
         Returns:
             An ``Explanation``: the graph's outputs by name (logits, the class explained, saliency, grad, ...)
@@ -154,7 +163,7 @@ class Explainer:
             ArtifactError: the first call routed to a backend whose file its runtime refuses (``auto``
                 loads its backends on first use; a single backend loads in ``salrt.load``).
         """
-        return self.explain_checked(*self.checked_inputs(images, target, region))
+        return self.explain_checked(*self.checked_inputs(images, target, region=region, box=box))
 
     def explain_checked(self, batch: torch.Tensor, targets: torch.Tensor, *task_inputs: torch.Tensor) -> Explanation:
         """``explain`` of what ``checked_inputs`` returned, not checked again (a server checks each request
@@ -175,17 +184,40 @@ class Explainer:
             self._check_regions(explanation, task_inputs[0])
         return explanation
 
-    def checked_inputs(self, images, target=None, region=None) -> tuple[torch.Tensor, ...]:
+    def checked_inputs(self, images, target=None, **task_inputs) -> tuple[torch.Tensor, ...]:
         """``explain``'s arguments as the graph's inputs (the [N,C,H,W] float32 batch, [N] int64 targets, a
-        task's inputs) after the checks it makes (InputError as ``explain`` raises it): a server checks each
-        request alone before batching requests together."""
+        task's inputs by name) after the checks it makes (InputError as ``explain`` raises it): a server checks
+        each request alone before batching requests together."""
         batch = self._checked_batch(images if isinstance(images, torch.Tensor) else self.preprocess(images))
-        task_inputs = names(self.inputs)[2:]
-        if region is not None and "region" not in task_inputs:
-            raise InputError(f"region: for a segmentation model; {self.model} explains "
-                             f"{Task.of(self.manifest).name}")
-        regions = (self._checked_region(region, batch.shape[0]),) if task_inputs else ()
-        return (batch, self._checked_targets(target, batch.shape[0]), *regions)
+        expected = names(self.inputs)[2:]
+        for name, value in task_inputs.items():
+            if value is not None and name not in expected:
+                owner = next(task for task, spec in TASKS.items() if name in spec.inputs)
+                raise InputError(f"{name}: for a {owner} model; {self.model} explains {Task.of(self.manifest).name}")
+        checks = {"region": self._checked_region, "box": self._checked_box}
+        n = batch.shape[0]
+        return (batch, self._checked_targets(target, n), *(checks[name](task_inputs.get(name), n) for name in expected))
+
+    def _checked_box(self, box, n: int) -> torch.Tensor:
+        """[N,4] float32: the box given (x0, y0, x1, y1 in input pixels, one or one per image), or -1."""
+        if box is None:
+            return torch.full((n, 4), -1.0)
+        height, width = self.input_shape[1:]
+        try:
+            boxes = torch.as_tensor(box, dtype=torch.float32).reshape(-1, 4)
+        except (TypeError, ValueError, RuntimeError):
+            boxes = None
+        if boxes is None or boxes.shape[0] not in (1, n):
+            raise InputError(f"box must be x0, y0, x1, y1 in the model's input pixels, one or one per image, "
+                             f"got {box!r}")
+        inside = torch.isfinite(boxes).all(1) & (boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & \
+            (boxes[:, 2] <= width) & (boxes[:, 3] <= height) & (boxes[:, 0] < boxes[:, 2]) & (boxes[:, 1] < boxes[:, 3])
+        inside |= (boxes < 0).all(1)  # an image's -1s: its top detection, as a negative target means its top class
+        if not inside.all():
+            bad = boxes[int((~inside).nonzero()[0])].tolist()
+            raise InputError(f"box {bad} is not a box inside the model's {width}x{height} input (x0 < x1 <= "
+                             f"{width}, y0 < y1 <= {height}, in its pixels)")
+        return boxes.expand(n, 4).contiguous()
 
     def _checked_region(self, region, n: int) -> torch.Tensor:
         """[N,H,W] float32: the region given ([H,W] or [N,H,W], bool or numbers), or -1 (the predicted pixels)."""

@@ -229,8 +229,8 @@ def test_a_classifier_is_not_a_segmentation_model_and_a_region_needs_one(lite0):
         salrt.load(lite0, task="segmentation")
     with pytest.raises(InputError, match="region: for a segmentation model"):
         salrt.load(lite0).explain(torch.zeros(1, 3, 224, 224), region=torch.ones(224, 224))
-    with pytest.raises(InputError, match="unknown task 'detection'"):
-        salrt.load(TinyUNet(), task="detection")
+    with pytest.raises(InputError, match="unknown task 'tracking'"):
+        salrt.load(TinyUNet(), task="tracking")
 
 
 def test_serve_refuses_a_segmentation_artifact_and_load_an_unknown_task_in_one_line(tmp_path):
@@ -241,7 +241,7 @@ def test_serve_refuses_a_segmentation_artifact_and_load_an_unknown_task_in_one_l
     with pytest.raises(InputError, match="explains segmentation; salrt serve serves classifiers"):
         TritonServer(directory)
     manifest = json.loads((directory / "manifest.json").read_text())
-    for task in ({"name": "detection"}, {"name": "segmentation", "background": "sky"}, "segmentation"):
+    for task in ({"name": "tracking"}, {"name": "segmentation", "background": "sky"}, "segmentation"):
         (directory / "manifest.json").write_text(json.dumps({**manifest, "task": task}))
         with pytest.raises(ArtifactError, match="manifest.json is corrupt or from a newer salrt: task"):
             salrt.load(directory)

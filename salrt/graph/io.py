@@ -2,8 +2,9 @@
 outputs (name, dtype, shape, in order) that the manifest carries and everything else reads.
 
 Shapes are written with ``N`` (the batch, dynamic) and the model's sizes ``C`` (channels), ``H``, ``W``,
-``K`` (classes), for the CAM family ``h`` and ``w`` (its first layer's grid) and for dense tasks ``Ho`` and
-``Wo`` (the grid of the model's logits). ``contract`` makes them concrete for one model (N stays symbolic);
+``K`` (classes), for the CAM family ``h`` and ``w`` (its first layer's grid), for segmentation ``Ho`` and
+``Wo`` (the grid of the model's logits) and for detection ``Q`` (queries) and ``L`` (logits per query: K, or
+K + 1 with a "no object" class last). ``contract`` makes them concrete for one model (N stays symbolic);
 the manifest stores that concrete form, so runtimes (Python, C++, Triton configs) read a model's sizes from it and restate nothing.
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ TASK_INPUTS = {t.name: t for t in (
     Tensor("region", "float32", (BATCH, "H", "W"), "segmentation: the pixels whose class logits are summed (1 in, "
                                                    "0 out); a negative value = those predicted as the class",
            default=-1),
+    Tensor("box", "float32", (BATCH, 4), "detection: x0, y0, x1, y1 in input pixels; the query whose predicted box "
+                                         "overlaps it most is explained; negative = the top detection", default=-1),
 )}
 BASE_INPUTS = tuple(t.name for t in INPUTS)
 OUTPUTS = {t.name: t for t in (
@@ -52,22 +55,27 @@ OUTPUTS = {t.name: t for t in (
     Tensor("cam", "float32", (BATCH, "h", "w"), "the CAM family: the (first) layer's map after the ReLU, before "
                                                 "normalization and upsampling"),
     Tensor("used_region", "float32", (BATCH, "Ho", "Wo"), "segmentation: the region explained, at the logits' grid"),
-    Tensor("score", "float32", (BATCH,), "segmentation: the explained scalar, the class's logits summed over "
-                                         "the region"),
+    Tensor("used_query", "int64", (BATCH,), "detection: the query explained"),
+    Tensor("used_box", "float32", (BATCH, 4), "detection: the explained query's predicted box, x0, y0, x1, y1 in "
+                                              "input pixels"),
+    Tensor("score", "float32", (BATCH,), "segmentation and detection: the explained scalar (the class's logits "
+                                         "summed over the region; the query's class logit)"),
 )}
 DENSE_LOGITS = Tensor("logits", "float32", (BATCH, "K", "Ho", "Wo"), "segmentation: per-pixel logits")
+QUERY_LOGITS = Tensor("logits", "float32", (BATCH, "Q", "L"), "detection: per-query logits")
 BASE_OUTPUTS = ("logits", "used_target", "saliency", "grad")  # every method's; methods may add others after them
 
 
 def contract(input_shape: Sequence[int], classes: int, outputs: Sequence[str] = BASE_OUTPUTS,
-             layer_grid: Sequence[int] = (), task_inputs: Sequence[str] = (), output_grid: Sequence[int] = ()) -> dict:
-    """{"inputs": [...], "outputs": [...]} of a model taking [N, *input_shape] images with ``classes`` logits
+             layer_grid: Sequence[int] = (), task_inputs: Sequence[str] = (), logits: Tensor = OUTPUTS["logits"],
+             output_grid: Sequence[int] = ()) -> dict:
+    """{"inputs": [...], "outputs": [...]} of a model taking [N, *input_shape] images with ``classes`` classes
     (``layer_grid``: (h, w) of a CAM method's first layer; ``task_inputs``: a task's inputs after image and
-    target; ``output_grid``: (Ho, Wo) of dense logits)."""
+    target; ``logits``: the task's logits tensor, ``output_grid`` its sizes after N and K: (Ho, Wo) or (Q, L))."""
     channels, height, width = (int(size) for size in input_shape)
     sizes = {"C": channels, "H": height, "W": width, "K": int(classes), **dict(zip("hw", map(int, layer_grid))),
-             **dict(zip(("Ho", "Wo"), map(int, output_grid)))}
-    tensors = {**OUTPUTS, "logits": DENSE_LOGITS} if output_grid else OUTPUTS
+             **dict(zip([d for d in logits.shape[1:] if d != "K"], map(int, output_grid)))}
+    tensors = {**OUTPUTS, "logits": logits}
     return {"inputs": [t.concrete(sizes) for t in (*INPUTS, *(TASK_INPUTS[name] for name in task_inputs))],
             "outputs": [tensors[name].concrete(sizes) for name in outputs]}
 
@@ -76,7 +84,7 @@ def input_specs(image_shape: Sequence[int], inputs: Sequence[str] = BASE_INPUTS)
     """(shape of one batch item, dtype) of each named input, for images of ``image_shape`` (C, H, W)."""
     sizes = dict(zip("CHW", as_image_shape(image_shape)))
     tensors = {t.name: t for t in (*INPUTS, *TASK_INPUTS.values())}
-    return [(tuple(sizes[d] for d in tensors[name].shape[1:]), tensors[name].dtype) for name in inputs]
+    return [(tuple(sizes.get(d, d) for d in tensors[name].shape[1:]), tensors[name].dtype) for name in inputs]
 
 
 def contract_of(manifest: dict) -> dict:

@@ -29,9 +29,9 @@ import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
 from ..errors import InputError
-from .spec import (IMAGENET_PREPROCESSING, LOGITS_RANK, ClassifierSpec, Logits, Preprocessing, check_task,
-                   default_preprocessing, first_conv_channels, imagenet_categories, logits_of, numbered_categories,
-                   read_categories, task_of_output)
+from .spec import (AFTER_NMS, IMAGENET_PREPROCESSING, LOGITS_RANK, ClassifierSpec, Logits, Preprocessing, check_task,
+                   default_preprocessing, first_conv_channels, imagenet_categories, logit_layout, logits_of,
+                   numbered_categories, read_categories, task_of_output)
 from .weights import RANDOM_INIT_SEED, load_state_dict, seeded, zero_matrices_randomized
 
 __all__ = ["ClassifierSpec", "EFFICIENTNET_LITE0", "IMAGENET_PREPROCESSING", "LOGITS_RANK", "Logits", "Preprocessing",
@@ -57,7 +57,8 @@ def available_models() -> list[str]:
 def is_model_name(source) -> bool:
     """True when ``source`` (a str) names a model rather than an artifact directory."""
     return isinstance(source, str) and (source in available_models() or source.startswith((TIMM, HF))
-                                        or bool(_PYTHON_SOURCE.match(source)))
+                                        or bool(_PYTHON_SOURCE.match(source))
+                                        or source in list_models(module=torchvision.models.detection))
 
 
 def load_model(name: str, weights: str = "default", *, categories=None, preprocessing: PreprocessingLike = None,
@@ -78,6 +79,8 @@ def load_model(name: str, weights: str = "default", *, categories=None, preproce
         spec = _torchvision(name, weights, classes)
     elif _PYTHON_SOURCE.match(name):
         spec = _python_source(name, weights)
+    elif name in list_models(module=torchvision.models.detection):
+        raise InputError(f"{name} {AFTER_NMS}")
     else:
         raise InputError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}, or timm:NAME, "
                          "hf:PATH_OR_ID, package.module:attribute")
@@ -125,18 +128,20 @@ def _finished(spec: ClassifierSpec, categories: Optional[list[str]], preprocessi
         recipe = recipe.resized(image_size)
     module = _frozen(spec.module)
     probe = _probe(spec.name, module, recipe.input_shape)
-    if not isinstance(probe, torch.Tensor):
-        module = _frozen(Logits(module))
     task = check_task(task) if task else spec.task
-    probe = logits_of(probe, spec.name, task)  # or what it returned, and what is accepted
-    task = task or task_of_output(probe)
-    classes = int(probe.shape[1])
-    names = categories if categories is not None else spec.categories if len(spec.categories) == classes \
-        else numbered_categories(classes)
-    if len(names) != classes:
-        raise InputError(f"{len(names)} class names for {spec.name}, whose logits have {classes} classes")
+    logits = logits_of(probe, spec.name, task)  # or what it returned, and what is accepted
+    task = task or task_of_output(logits)
+    if not isinstance(probe, torch.Tensor):
+        module = _frozen(Logits(module, task))
+    columns, output_grid = logit_layout(task, logits)
+    # a detector may have one logit more than classes: "no object" (DETR, YOLOS)
+    fits = (columns, columns - 1) if task == "detection" else (columns,)
+    names = categories if categories is not None else spec.categories if len(spec.categories) in fits \
+        else numbered_categories(columns)
+    if len(names) not in fits:
+        raise InputError(f"{len(names)} class names for {spec.name}, whose logits have {columns} classes")
     return dataclasses.replace(spec, module=module, preprocessing=recipe, categories=list(names), task=task,
-                               output_grid=tuple(int(size) for size in probe.shape[2:]))
+                               output_grid=output_grid)
 
 
 def _probe(name: str, module: torch.nn.Module, input_shape: Sequence[int]):

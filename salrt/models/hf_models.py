@@ -1,6 +1,7 @@
-"""``hf:PATH_OR_ID``: a Hugging Face ``transformers`` image classifier or semantic segmentation model, with the
-preprocessing of its image processor and the class names of ``config.id2label``. Its forward returns an
-``ImageClassifierOutput`` or ``SemanticSegmenterOutput``, which salrt reads by its ``logits`` field."""
+"""``hf:PATH_OR_ID``: a Hugging Face ``transformers`` image classifier, semantic segmentation model or object
+detector, with the preprocessing of its image processor and the class names of ``config.id2label``. Its
+forward returns an ``ImageClassifierOutput``, ``SemanticSegmenterOutput`` or a detector's output, which salrt
+reads by its ``logits`` (and a detector's ``pred_boxes``)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -10,6 +11,9 @@ from .spec import INTERPOLATIONS, ClassifierSpec, Preprocessing
 from .weights import load_state_dict, seeded
 
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+AUTO_CLASSES = {"classification": "AutoModelForImageClassification",
+                "segmentation": "AutoModelForSemanticSegmentation", "detection": "AutoModelForObjectDetection"}
+ARCHITECTURE_TASKS = {"segmentation": "ForSemanticSegmentation", "detection": "ForObjectDetection"}  # by class name
 
 
 def _transformers():
@@ -24,8 +28,8 @@ def _transformers():
 def load(source: str, weights: str, task: Optional[str] = None) -> ClassifierSpec:
     """``source``: a directory written by ``save_pretrained`` or a hub id (the cache, or the hub when online).
     ``weights``: "default" (the saved or published weights), "random" (the config's architecture, seeded init)
-    or a checkpoint path. ``task``: "segmentation" or "classification"; default: the config's architecture
-    (``...ForSemanticSegmentation``: segmentation)."""
+    or a checkpoint path. ``task``: a key of ``AUTO_CLASSES``; default: the config's architecture
+    (``...ForSemanticSegmentation``: segmentation, ``...ForObjectDetection``: detection)."""
     transformers = _transformers()
     try:
         config = transformers.AutoConfig.from_pretrained(source)
@@ -34,21 +38,18 @@ def load(source: str, weights: str, task: Optional[str] = None) -> ClassifierSpe
         raise InputError(f"hf:{source}: cannot read its config and image processor ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:200]}); give a directory written by save_pretrained "
                          "(config.json and preprocessor_config.json) or a hub id in the cache") from None
-    segmentation = task == "segmentation" or (task is None and any(
-        "SemanticSegmentation" in name for name in getattr(config, "architectures", None) or ()))
-    auto = transformers.AutoModelForSemanticSegmentation if segmentation else \
-        transformers.AutoModelForImageClassification
+    task = task or next((found for found, suffix in ARCHITECTURE_TASKS.items()
+                         if any(suffix in name for name in getattr(config, "architectures", None) or ())), None)
+    auto = getattr(transformers, AUTO_CLASSES[task or "classification"])
     try:
         module = seeded(lambda: auto.from_config(config)) if weights == "random" else auto.from_pretrained(source)
     except ValueError as err:  # transformers: "Unrecognized configuration class ... for this kind of AutoModel"
-        kind = "semantic segmentation model" if segmentation else "image classifier"
-        raise InputError(f"hf:{source}: transformers has no {kind} for {config.model_type} "
+        raise InputError(f"hf:{source}: transformers has no {auto.__name__} for {config.model_type} "
                          f"({str(err).splitlines()[0][:160]})") from None
     if weights not in ("default", "random"):
         load_state_dict(module, weights, f"hf:{source}")
     names = [config.id2label[i] for i in range(config.num_labels)] if config.id2label else []
-    return ClassifierSpec(f"hf:{source}", weights, module, preprocessing(processor, config), names,
-                          task="segmentation" if segmentation else None)
+    return ClassifierSpec(f"hf:{source}", weights, module, preprocessing(processor, config), names, task=task)
 
 
 def _get(size, key: str) -> Optional[int]:

@@ -126,17 +126,18 @@ class Logits(torch.nn.Module):
     """A model whose forward returns a tuple/list (its first element), a mapping or a Hugging Face
     ``ModelOutput`` (its ``logits``, or torchvision segmentation's ``out``), as one returning the logits tensor."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, task: Optional[str] = None):
         super().__init__()
-        self.model = model
+        self.model, self.task = model, task
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return logits_of(self.model(x), type(self.model).__name__)
+        return logits_of(self.model(x), type(self.model).__name__, self.task)
 
 
 # What a model of each task returns: [N,K], [N,K,Ho,Wo]. The tasks themselves (what a graph explains) are
 # ``graph.tasks.TASKS``, one entry per name here.
-LOGITS_RANK = {"classification": 2, "segmentation": 4}
+LOGITS_RANK = {"classification": 2, "segmentation": 4, "detection": 3}
+BOX_VALUES = 4  # detection: each query's logits are followed by its box (cx, cy, w, h in [0, 1] of the input)
 
 
 def check_task(task: str) -> str:
@@ -151,19 +152,57 @@ def task_of_output(logits: torch.Tensor) -> str:
 
 
 def logits_of(output, model_name: str, task: Optional[str] = None) -> torch.Tensor:
-    """The logits tensor in a model's output: [N, K], [N, K, Ho, Wo], or for ``task`` the rank it needs."""
+    """The logits tensor in a model's output: [N, K], [N, K, Ho, Wo], a detector's logits [N, Q, L] and boxes
+    [N, Q, 4] packed as [N, Q, L+4], or for ``task`` the one it needs."""
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Mapping) and "boxes" in output[0]:
+        raise InputError(f"{model_name} {AFTER_NMS}")
+    boxes = _boxes_of(output) if task in (None, "detection") else None
     if isinstance(output, Mapping):
         output = next((output[key] for key in ("logits", "out") if key in output), output)
     elif isinstance(output, (tuple, list)) and output:
         output = output[0]
+    if boxes is not None:
+        output = torch.cat([output, boxes.to(output.dtype)], -1)
     ranks = [LOGITS_RANK[task]] if task else list(LOGITS_RANK.values())
     if not isinstance(output, torch.Tensor) or output.dim() not in ranks:
         what = f"a tensor of shape {list(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
-        expected = {2: "a classifier's logits [N, K]", 4: "a segmentation model's logits [N, K, H, W]"}
+        expected = {2: "a classifier's logits [N, K]", 4: "a segmentation model's logits [N, K, H, W]",
+                    3: "a detector's logits [N, Q, L] and boxes [N, Q, 4] (cx, cy, w, h in [0, 1])"}
+        forms = "a pair (logits, boxes) or a mapping / ModelOutput with 'logits' and 'pred_boxes'" \
+            if task == "detection" else "a tensor, a tuple or list whose first element is one, or a mapping / " \
+                                        "ModelOutput with 'logits' (or torchvision's 'out')"
         raise InputError(f"{model_name} returned {what}; {'salrt' if not task else task} takes "
-                         f"{' or '.join(expected[r] for r in ranks)}: a tensor, a tuple or list whose first element "
-                         "is one, or a mapping / ModelOutput with 'logits' (or torchvision's 'out')")
+                         f"{' or '.join(expected[r] for r in ranks)}: {forms}")
     return output
+
+
+AFTER_NMS = ("returns detections after non-maximum suppression (torchvision's Faster R-CNN, RetinaNet, FCOS, SSD: "
+             "torchvision.ops.batched_nms keeps a number of boxes per image known only at run time, a list of "
+             "[n_i, 4] boxes and [n_i] scores), which no graph with fixed output shapes returns; salrt explains "
+             "set-prediction detectors, whose every query is an output (DETR, Deformable DETR, RT-DETR, YOLOS: "
+             "hf:...)")
+
+
+def _boxes_of(output) -> Optional[torch.Tensor]:
+    """A detector's boxes [N, Q, 4] beside its logits [N, Q, L]: a mapping's ``pred_boxes`` (Hugging Face) or a
+    pair's second tensor; None for any other output."""
+    if isinstance(output, Mapping):
+        logits, boxes = output.get("logits"), output.get("pred_boxes")
+    elif isinstance(output, (tuple, list)) and len(output) >= 2:
+        logits, boxes = output[0], output[1]
+    else:
+        return None
+    fits = isinstance(logits, torch.Tensor) and isinstance(boxes, torch.Tensor) and logits.dim() == 3 \
+        and tuple(boxes.shape) == (*logits.shape[:2], BOX_VALUES)
+    return boxes if fits else None
+
+
+def logit_layout(task: str, logits: torch.Tensor) -> tuple[int, tuple[int, ...]]:
+    """(logits per item: K, or a detector's L per query; the logits' sizes after N and K: (Ho, Wo) or (Q, L))."""
+    if task == "detection":
+        columns = int(logits.shape[2]) - BOX_VALUES
+        return columns, (int(logits.shape[1]), columns)
+    return int(logits.shape[1]), tuple(int(size) for size in logits.shape[2:])
 
 
 def first_conv_channels(module: torch.nn.Module) -> Optional[int]:

@@ -1,0 +1,190 @@
+"""Detection (set-prediction detectors): the graph explains one query's class logit, the query chosen by its box's
+overlap with a given box, by class or as the top detection; against float64 autograd of that same logit with the
+query chosen by a rule written here, on random weights and inputs the export never saw, image by image."""
+import copy
+
+import pytest
+import torch
+
+import salrt
+from salrt.errors import InputError
+from salrt.graph import Method
+
+SIZE = 64
+CLASSES = ["cat", "dog", "car"]
+
+
+class TinyDetector(torch.nn.Module):
+    """A user's set predictor: a CNN, then Q queries attending to its features; logits [N,Q,K] (sigmoid
+    head, no "no object" class) and boxes [N,Q,4] (cx, cy, w, h in [0, 1]), returned as a pair."""
+
+    def __init__(self, queries: int = 6, classes: int = 3):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                            torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.queries = torch.nn.Parameter(torch.randn(queries, 16))
+        self.classes, self.boxes = torch.nn.Linear(16, classes), torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        tokens = self.features(x).flatten(2).transpose(1, 2)  # [N, h*w, 16]
+        attention = (self.queries @ tokens.transpose(1, 2)).softmax(-1)  # [N, Q, h*w]
+        found = attention @ tokens
+        return self.classes(found), self.boxes(found).sigmoid()
+
+
+def hf_detector(kind: str, tmp_path_factory):
+    """A Hugging Face detector with a tiny config, its weights redrawn so that queries differ, saved and read back
+    as a user's directory."""
+    import transformers
+    labels = dict(id2label=dict(enumerate(CLASSES)), label2id={name: i for i, name in enumerate(CLASSES)})
+    if kind == "yolos":
+        config = transformers.YolosConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=32, image_size=[SIZE, SIZE], patch_size=16,
+                                          num_detection_tokens=6, **labels)
+        model, processor = transformers.YolosForObjectDetection, transformers.YolosImageProcessor
+    else:
+        config = transformers.DetrConfig(
+            use_timm_backbone=False, use_pretrained_backbone=False, num_queries=6, d_model=16, encoder_layers=1,
+            decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+            decoder_ffn_dim=32, backbone_config=transformers.ResNetConfig(
+                embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], out_features=["stage2"]), **labels)
+        model, processor = transformers.DetrForObjectDetection, transformers.DetrImageProcessor
+    torch.manual_seed(0)
+    detector = model(config)
+    with torch.no_grad():
+        for name, parameter in detector.named_parameters():
+            if parameter.dim() >= 2:  # matrices, convolutions, tokens, positions (YOLOS starts them at zero)
+                parameter.normal_(0, 0.3)
+    directory = tmp_path_factory.mktemp(kind)
+    detector.save_pretrained(directory)
+    processor(size={"height": SIZE, "width": SIZE}, do_pad=False).save_pretrained(directory)
+    return salrt.models.load_model(f"hf:{directory}", image_size=SIZE)
+
+
+@pytest.fixture(scope="module", params=["yolos", "detr", "user"])
+def spec(request, tmp_path_factory):
+    if request.param == "user":
+        torch.manual_seed(0)
+        return salrt.models.as_spec(TinyDetector(), categories=CLASSES, image_size=SIZE)
+    return hf_detector(request.param, tmp_path_factory)
+
+
+def packed64(spec, image):
+    model = copy.deepcopy(spec.module).double()
+    return model, model(image.double())
+
+
+def reference_choice(spec, packed: torch.Tensor, target, box):
+    """The query and class the task states, from float64 outputs: the query whose box overlaps the given box
+    most, else the one most probably of the class, else the top detection; probabilities by softmax without
+    the last ("no object") logit where there is one more logit than classes, else by sigmoid."""
+    logits, boxes = packed[..., :-4], packed[..., -4:]
+    no_object = logits.shape[-1] == len(spec.categories) + 1
+    probabilities = logits.softmax(-1)[..., :-1] if no_object else logits.sigmoid()
+    corners = torch.cat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], -1) * SIZE
+    queries, classes = [], []
+    for p, c, t, b in zip(probabilities, corners, target, box):
+        if (b >= 0).all():
+            low, high = torch.maximum(c[:, :2], b[:2]), torch.minimum(c[:, 2:], b[2:])
+            inter = (high - low).clamp_min(0).prod(1)
+            iou = inter / ((c[:, 2:] - c[:, :2]).clamp_min(0).prod(1) + (b[2:] - b[:2]).prod() - inter)
+            q = int(iou.argmax())
+            k = int(t) if t >= 0 else int(p[q].argmax())
+        elif t >= 0:
+            q, k = int(p[:, t].argmax()), int(t)
+        else:
+            q, k = divmod(int(p.flatten().argmax()), p.shape[1])
+        queries.append(q)
+        classes.append(k)
+    return torch.tensor(queries), torch.tensor(classes), corners
+
+
+def inputs(spec, seed: int):
+    """Images the export never saw: the first with a box drawn around its least confident query's predicted box
+    (the overlap must pick that query, not the top one), the second with a class, the third with neither."""
+    image = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        packed = spec.module(image[:1])
+    weakest = int(packed[0, :, :-4].amax(1).argmin())
+    cx, cy, w, h = packed[0, weakest, -4:].tolist()
+    drawn = [max(0.0, (cx - w / 2) * SIZE), max(0.0, (cy - h / 2) * SIZE), min(SIZE, (cx + w / 2) * SIZE),
+             min(SIZE, (cy + h / 2) * SIZE)]
+    box = torch.tensor([drawn, [-1, -1, -1, -1], [-1, -1, -1, -1]])
+    return image, torch.tensor([-1, 2, -1]), box, weakest
+
+
+def test_the_gradient_is_that_of_the_chosen_querys_class_logit(spec):
+    image, target, box, weakest = inputs(spec, seed=1)
+    result = salrt.load(spec).explain(image, target, box=box)
+    model, packed = packed64(spec, image)
+    query, used, corners = reference_choice(spec, packed.detach(), target, box)
+    assert result.used_query.tolist() == query.tolist() and result.used_target.tolist() == used.tolist()
+    assert torch.allclose(result.used_box.double(), corners[torch.arange(3), query], atol=1e-3)
+    x = image.double().requires_grad_(True)
+    score = model(x)[torch.arange(3), query, used]
+    (grad,) = torch.autograd.grad(score.sum(), x)
+    assert torch.allclose(result.score.double(), score.detach(), atol=1e-4)
+    errors = sorted(float((a.double() - e).norm() / e.norm()) for a, e in zip(result.grad, grad))
+    assert errors[1] < 1e-4 and errors[-1] < 1e-2, errors
+    assert int(query[0]) == weakest  # the box chose its query, not the top detection
+
+
+def test_exported_graphs_choose_and_explain_as_eager(tmp_path):
+    torch.manual_seed(0)
+    spec = salrt.models.as_spec(TinyDetector(), categories=CLASSES, image_size=SIZE)
+    directory = salrt.export(spec, tmp_path / "detector", formats="torchscript,onnx",
+                             method=Method("integrated_gradients", steps=4))
+    manifest = salrt.load(directory, backend="onnxruntime").manifest
+    assert manifest["task"] == {"name": "detection", "no_object": 0}
+    assert [io["name"] for io in manifest["inputs"]] == ["image", "target", "box"]
+    assert manifest["outputs"][0]["shape"] == ["N", 6, 3]
+    image, target, box, _ = inputs(spec, seed=2)
+    eager = salrt.load(spec, method=Method("integrated_gradients", steps=4)).explain(image, target, box=box)
+    for backend in ("torchscript", "onnxruntime"):
+        result = salrt.load(directory, backend=backend).explain(image, target, box=box)
+        assert result.used_query.tolist() == eager.used_query.tolist(), backend
+        assert (result.saliency - eager.saliency).abs().max() < 1e-3, backend
+        assert torch.allclose(result.used_box, eager.used_box, atol=1e-4), backend
+
+
+@pytest.mark.parametrize("box, message", [
+    ([10, 10, 80, 20], "is not a box inside the model's 64x64 input"),
+    ([30, 10, 20, 20], "is not a box inside"),
+    ([1, 2, 3], "box must be x0, y0, x1, y1"),
+])
+def test_a_bad_box_is_one_clear_error(box, message):
+    torch.manual_seed(0)
+    explainer = salrt.load(TinyDetector(), categories=CLASSES, image_size=SIZE)
+    with pytest.raises(InputError, match=message):
+        explainer.explain(torch.zeros(1, 3, SIZE, SIZE), box=box)
+
+
+def test_a_classifier_is_not_a_detector_and_a_box_needs_one(lite0):
+    with pytest.raises(InputError, match=r"returned a tensor of shape \[1, 1000\]; detection takes"):
+        salrt.load(lite0, task="detection")
+    with pytest.raises(InputError, match="box: for a detection model"):
+        salrt.load(lite0).explain(torch.zeros(1, 3, 224, 224), box=[0, 0, 10, 10])
+
+
+def test_a_detector_with_non_maximum_suppression_is_refused_with_the_reason():
+    import torchvision
+    with pytest.raises(InputError, match="fasterrcnn_resnet50_fpn returns detections after non-maximum suppression"):
+        salrt.load("fasterrcnn_resnet50_fpn", weights="random")
+    detector = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    with pytest.raises(InputError, match="SSD returns detections after non-maximum suppression .*batched_nms"):
+        salrt.load(detector, image_size=320)
+
+
+def test_the_cli_explains_a_box_and_draws_it(tmp_path, photo_files):
+    import numpy as np
+    from PIL import Image
+    from test_cli import salrt_cli
+    import inspect
+    (tmp_path / "my_detector.py").write_text("import torch\n\n\n" + inspect.getsource(TinyDetector))
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES))
+    photo = next(iter(photo_files.values()))
+    done = salrt_cli("explain", "my_detector:TinyDetector", "--classes", "classes.txt", "--image-size", str(SIZE),
+                     photo, "--box", "8,8,40,40", "--target", "dog", "--out", tmp_path / "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    overlay = np.asarray(Image.open(tmp_path / "out" / f"{photo.stem}_overlay.png"))
+    assert ((overlay == (0, 255, 255)).all(-1)).sum() > 2 * SIZE  # the explained query's box
