@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import sys
 from typing import Any, Callable
 
 import torch
@@ -61,8 +62,25 @@ def trace(fn: Callable, decompositions: dict, *inputs) -> torch.fx.GraphModule:
     it, the factory would run the real CPU kernel, which takes no symbolic sizes.
     """
     mode = detect_fake_mode(inputs)
-    with mode if mode is not None else contextlib.nullcontext(), _SymbolicResampling():
+    with mode if mode is not None else contextlib.nullcontext(), _SymbolicResampling(), _transformers_uncached():
         return make_fx(fn, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs)
+
+
+@contextlib.contextmanager
+def _transformers_uncached():
+    """transformers memoizes some functions of shapes (DETR's position embeddings, ``lru_cache``) unless it
+    believes torch.compile is tracing, and a symbolic batch size cannot be hashed: while salrt traces, its
+    ``compile_compatible_method_lru_cache`` is told so (other threads' calls then just skip the cache)."""
+    module = sys.modules.get("transformers.pytorch_utils")
+    if module is None or not hasattr(module, "is_torchdynamo_compiling"):
+        yield
+        return
+    original = module.is_torchdynamo_compiling
+    module.is_torchdynamo_compiling = lambda: True
+    try:
+        yield
+    finally:
+        module.is_torchdynamo_compiling = original
 
 
 class _SymbolicResampling(TorchFunctionMode):
