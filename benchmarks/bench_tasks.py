@@ -1,0 +1,116 @@
+"""Segmentation and detection: what explaining a region or a detected object costs next to the plain forward, and
+the share of the machine's peak.
+
+torchvision's DeepLabV3-MobileNetV3 at 520 x 520 and DETR-R50 (Hugging Face, the timm ResNet-50 backbone) at
+800 x 800, random weights, CPU, N=1: salrt's exported graphs (the input gradient, and Grad-CAM at the layer salrt
+chooses) in each backend, against the same model exported forward-only to ONNX and run in onnxruntime, and eager
+PyTorch. Rounds interleaved after a warm-up, medians; the peak measured in the same run. Updates
+docs/bench-tasks.json and the README's table.
+
+    python benchmarks/bench_tasks.py [--rounds 5] [--backends onnxruntime,aoti_n1] [--tasks segmentation,detection]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+import salrt
+from salrt.bench import replace_readme_block
+from salrt.bench.harness import exporter_fingerprint, forward_flops, peak_gflops
+from salrt.devices import cpu_description
+from salrt.models import load_model
+
+from bench_cams import forward_runs, measure
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "bench-tasks.json"
+CACHE = ROOT / ".salrt-bench"
+
+
+def detr_r50() -> str:
+    """A Hugging Face DETR-R50 directory (random weights: the config only, no download), written once."""
+    directory = CACHE / "detr-r50-800"
+    if not (directory / "config.json").exists():
+        import transformers
+        config = transformers.DetrConfig(use_timm_backbone=True, backbone="resnet50", use_pretrained_backbone=False)
+        torch.manual_seed(0)
+        transformers.DetrForObjectDetection(config).save_pretrained(directory)
+        transformers.DetrImageProcessor(size={"height": 800, "width": 800}, do_pad=False).save_pretrained(directory)
+    return f"hf:{directory}"
+
+
+MODELS = {"segmentation": lambda: "deeplabv3_mobilenet_v3_large", "detection": detr_r50}
+WHAT = {"segmentation": "the top class over its predicted region", "detection": "the top detection's class logit"}
+
+
+def artifact_for(source: str, method: str, formats: list[str]) -> Path:
+    name = source.rstrip("/").split("/")[-1].split(":")[-1]
+    directory = CACHE / f"{name}-random-{method}-{'-'.join(sorted(formats))}-{exporter_fingerprint()}"
+    if not salrt.artifact.is_artifact_dir(directory):
+        print(f"exporting {name} {method} ({', '.join(formats)})", flush=True)
+        weights = "default" if source.startswith("hf:") else "random"  # hf: the directory's random weights
+        salrt.export(source, directory, formats=formats, weights=weights, method=salrt.Method(method), progress=print)
+    return directory
+
+
+def measure_task(task: str, backends: list[str], formats: list[str], rounds: int) -> dict:
+    source = MODELS[task]()
+    spec = load_model(source, "default" if source.startswith("hf:") else "random")
+    flops = forward_flops(spec.module, spec.input_shape)
+    image = torch.randn(1, *spec.input_shape, generator=torch.Generator().manual_seed(0))
+    contestants = {}
+    for method in ("saliency", "gradcam"):
+        directory = artifact_for(source, method, formats)
+        for backend in backends:
+            explainer = salrt.load(directory, backend=backend)
+            contestants[f"salrt {method}: {backend}"] = lambda x, t, e=explainer: e.explain(x, t).saliency
+    with tempfile.TemporaryDirectory() as workdir:
+        contestants |= forward_runs(spec.module, Path(workdir), 1, spec.input_shape[1])
+        seconds, _ = measure(contestants, image, torch.tensor([-1]), rounds)
+    forward = seconds["forward: onnxruntime"]
+    return {"task": task, "model": spec.name.split("/")[-1], "size": spec.input_shape[1], "forward_gflops": flops / 1e9,
+            "rows": [{"runner": label, "ms": 1e3 * median, "vs_forward_onnxruntime": median / forward,
+                      "gflops_per_s_forward": flops / median / 1e9} for label, median in seconds.items()]}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--backends", default="onnxruntime")
+    parser.add_argument("--tasks", default=",".join(MODELS))
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args(argv)
+    backends = args.backends.split(",")
+    formats = list(dict.fromkeys(salrt.formats.BY_BACKEND[b].name for b in backends))
+    peak = peak_gflops()
+    report = {"cpu": cpu_description(), "peak_gflops": peak, "threads": torch.get_num_threads(), "rounds": args.rounds,
+              "tasks": [measure_task(task, backends, formats, args.rounds) for task in args.tasks.split(",")]}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1))
+    print(table(report))
+    if not args.no_readme:
+        replace_readme_block(ROOT / "README.md", "tasks-bench", (
+            f"Generated by `python benchmarks/bench_tasks.py` ({report['cpu']}, peak {peak:.0f} GFLOP/s measured in "
+            f"the same run, {report['threads']} threads, medians of {args.rounds} interleaved rounds after a "
+            "warm-up; random weights, N=1):\n\n" + table(report)))
+    return report
+
+
+def table(report: dict) -> str:
+    lines = ["| model (what is explained) | runner | ms | time ÷ forward (onnxruntime) | forward GFLOP/s (% of peak) |",
+             "|---|---|---|---|---|"]
+    for case in report["tasks"]:
+        model = f"{case['model']} at {case['size']}, {case['forward_gflops']:.1f} GFLOP ({WHAT[case['task']]})"
+        for r in case["rows"]:
+            share = 100 * r["gflops_per_s_forward"] / report["peak_gflops"]
+            lines.append(f"| {model} | {r['runner']} | {r['ms']:.0f} | {r['vs_forward_onnxruntime']:.2f} | "
+                         f"{r['gflops_per_s_forward']:.0f} ({share:.0f}%) |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
