@@ -122,7 +122,7 @@ def test_tuples_and_mappings_are_read_for_their_logits(wrap):
 
 
 def test_anything_else_returned_is_one_clear_error():
-    with pytest.raises(InputError, match="Returns returned str; salrt takes a classifier returning logits"):
+    with pytest.raises(InputError, match=r"Returns returned str; salrt takes a classifier's logits \[N, K\]"):
         salrt.load(Returns(lambda t: "not logits"), image_size=32)
     with pytest.raises(InputError, match=r"Returns returned a tensor of shape \[1, 3, 1\]"):
         salrt.load(Returns(lambda t: t.unsqueeze(2)), image_size=32)

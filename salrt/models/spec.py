@@ -164,7 +164,10 @@ def logits_of(output, model_name: str, task: Optional[str] = None) -> torch.Tens
     if boxes is not None:
         output = torch.cat([output, boxes.to(output.dtype)], -1)
     ranks = [LOGITS_RANK[task]] if task else list(LOGITS_RANK.values())
-    if not isinstance(output, torch.Tensor) or output.dim() not in ranks:
+    # a detector's logits come with boxes; packed already ([N, Q, L+4]) only where the task says detection
+    unpaired = isinstance(output, torch.Tensor) and output.dim() == LOGITS_RANK["detection"] and boxes is None \
+        and (task != "detection" or output.shape[-1] <= BOX_VALUES)
+    if not isinstance(output, torch.Tensor) or output.dim() not in ranks or unpaired:
         what = f"a tensor of shape {list(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
         expected = {2: "a classifier's logits [N, K]", 4: "a segmentation model's logits [N, K, H, W]",
                     3: "a detector's logits [N, Q, L] and boxes [N, Q, 4] (cx, cy, w, h in [0, 1])"}
