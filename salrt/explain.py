@@ -135,13 +135,12 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
         raise InputError("--html shows the overlays: add png to --save")
     if options.server and options.jpeg_draft:
         raise InputError("--jpeg-draft changes how salrt decodes; with --server the server decodes the files")
-    regions = [name for name, value in (("--region", options.region), ("--region-dir", options.region_dir)) if value]
-    if options.box is not None and (options.server or options.ray is not None):
-        raise InputError("--box: explained here only, not with --server or --ray")
-    if len(regions) == 2:
+    task_inputs = [name for name, value in (("--region", options.region), ("--region-dir", options.region_dir),
+                                            ("--box", options.box)) if value is not None]
+    if options.region is not None and options.region_dir is not None:
         raise InputError("--region (one mask for every image) or --region-dir (one per image), not both")
-    if regions and (options.server or options.ray is not None):
-        raise InputError(f"{regions[0]}: explained here only, not with --server or --ray")
+    if task_inputs and (options.server or options.ray is not None):
+        raise InputError(f"{task_inputs[0]}: explained here only, not with --server or --ray")
     if options.region_dir is not None and not Path(options.region_dir).is_dir():
         raise InputError(f"--region-dir {options.region_dir}: no such directory")
     if options.server and isinstance(options.target, str):
