@@ -141,4 +141,4 @@ def region_mask(source: ImageLike, p: Preprocessing) -> torch.Tensor:
     """A region drawn as an image (a mask file: pixels above 0 are in it) as the model's [H, W] float32 0/1 mask,
     resized and cropped as the images are (nearest: a mask stays a mask)."""
     mask = _resize_and_crop(p, "nearest")(open_image(source, "L"))
-    return (torch.from_numpy(np.asarray(mask)) > 0).float()
+    return (torch.from_numpy(np.array(mask)) > 0).float()

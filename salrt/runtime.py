@@ -165,9 +165,11 @@ class Explainer:
         """
         return self.explain_checked(*self.checked_inputs(images, target, region=region, box=box))
 
-    def explain_checked(self, batch: torch.Tensor, targets: torch.Tensor, *task_inputs: torch.Tensor) -> Explanation:
+    def explain_checked(self, batch: torch.Tensor, targets: torch.Tensor, *task_inputs: torch.Tensor,
+                        refuse: bool = True) -> Explanation:
         """``explain`` of what ``checked_inputs`` returned, not checked again (a server checks each request
-        alone, then explains them as one batch)."""
+        alone, then explains them as one batch). ``refuse=False``: no InputError for what only the outputs show
+        (an empty region); the caller asks ``refusal`` of each request's rows."""
         backend = self.backend_for(batch.shape[0])
         run = self._run(backend)
         # a sampling method's memory grows with images x samples per step: large batches go in parts
@@ -180,8 +182,9 @@ class Explainer:
             raise ArtifactError(f"{backend} returned {len(outputs)} outputs; the manifest lists "
                                 f"{', '.join(self._output_names)}: export it again")
         explanation = Explanation(dict(zip(self._output_names, outputs)), self.categories, backend)
-        if explanation.used_region is not None:
-            self._check_regions(explanation, task_inputs[0])
+        error = self.refusal(explanation.outputs, task_inputs) if refuse else None
+        if error is not None:
+            raise error
         return explanation
 
     def checked_inputs(self, images, target=None, **task_inputs) -> tuple[torch.Tensor, ...]:
@@ -241,19 +244,23 @@ class Explainer:
             raise InputError("region holds NaN or Inf values")
         return regions.contiguous()
 
-    def _check_regions(self, explanation: Explanation, given: torch.Tensor) -> None:
-        """InputError for an image whose explained region is empty at the logits' grid (a zero map)."""
-        empty = (explanation.used_region.flatten(1) == 0).all(1).cpu()
+    def refusal(self, outputs: dict[str, torch.Tensor], task_inputs: Sequence[torch.Tensor]) -> Optional[InputError]:
+        """The InputError ``explain`` raises for these rows' outputs and task inputs, or None: an image whose
+        explained region is empty at the logits' grid (its map would be zero, not an explanation)."""
+        used_region = outputs.get("used_region")
+        if used_region is None:
+            return None
+        empty = (used_region.flatten(1) == 0).all(1).cpu()
         if not empty.any():
-            return
+            return None
         i = int(empty.nonzero()[0])
-        label = int(explanation.used_target[i])
-        grid = "x".join(map(str, explanation.used_region.shape[1:]))
-        if bool((given[i] < 0).any()):
-            raise InputError(f"image {i}: the model predicts class {label} ({self.categories[label]}) nowhere, so its "
-                             "region is empty: give a region, or another class")
-        raise InputError(f"image {i}: the region is empty at the model's output grid ({grid}): nothing to explain; "
-                         "give a region that covers more of the image")
+        label = int(outputs["used_target"][i])
+        grid = "x".join(map(str, used_region.shape[1:]))
+        if bool((task_inputs[0][i] < 0).any()):
+            return InputError(f"image {i}: the model predicts class {label} ({self.categories[label]}) nowhere, so "
+                              "its region is empty: give a region, or another class")
+        return InputError(f"image {i}: the region is empty at the model's output grid ({grid}): nothing to explain; "
+                          "give a region that covers more of the image")
 
     def class_index(self, name) -> int:
         """The index of a class given by name (exact, else ignoring case) or as an index (an int or its digits)."""

@@ -137,14 +137,44 @@ def test_refuses_a_package_compiled_for_cuda(binary, gray_artifact, tmp_path):
     assert "compiled for cuda, not cpu" in python_error(lambda: salrt.load(for_cuda, backend="aoti_n1"))
 
 
-def test_refuses_a_segmentation_artifact_in_one_line(binary, gray_artifact, tmp_path):
-    segmentation = shutil.copytree(gray_artifact, tmp_path / "segmentation")
-    manifest = json.loads((segmentation / "manifest.json").read_text())
-    manifest["task"] = {"name": "segmentation", "background": 0}
-    (segmentation / "manifest.json").write_text(json.dumps(manifest))
-    image = save_input(tmp_path / "in.pt", torch.zeros(1, *GRAY_SHAPE))
-    assert_error(run(binary, segmentation, image, tmp_path / "out.pt", check=False),
-                 f"{segmentation} explains segmentation; the C++ runtime explains classifiers")
+def test_explains_a_region_and_a_box_as_python(binary, tmp_path):
+    """A task's inputs travel in the input file by name, and what was explained comes back among the outputs;
+    a left-out input takes its default (the predicted region, the top detection), bad ones are Python's errors."""
+    from test_detection import CLASSES as DETECTOR_CLASSES, TinyDetector
+    from test_segmentation import CLASSES, Painted
+    painted = salrt.export(Painted(), tmp_path / "painted", formats="torchscript", categories=CLASSES, image_size=32)
+    torch.manual_seed(0)
+    detector = salrt.export(TinyDetector(), tmp_path / "detector", formats="torchscript", categories=DETECTOR_CLASSES,
+                            image_size=64)
+    image = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    region = torch.full((2, 32, 32), -1.0)
+    region[0, 4:20, 2:30] = 1
+    boxes = torch.tensor([[4.0, 4, 40, 30], [-1, -1, -1, -1]])
+    cases = [(painted, image, [1, -1], {"region": region}), (painted, image, [2, 2], {"region": region[0]}),
+             (detector, fresh_batch(2), [-1, -1], {"box": boxes}), (detector, fresh_batch(2), [-1, 2], {})]
+    for artifact, images, target, task_inputs in cases:
+        torch.save({"image": images, "target": torch.tensor(target), **task_inputs}, tmp_path / "in.pt")
+        done = run(binary, artifact, tmp_path / "in.pt", tmp_path / "out.pt", "--backend", "torchscript")
+        assert "score" in done.stdout
+        explainer = salrt.load(artifact, backend="torchscript")
+        expected = explainer.explain(images, target, **task_inputs)
+        for name, actual in zip([io["name"] for io in explainer.outputs], torch.load(tmp_path / "out.pt")):
+            assert torch.allclose(actual, expected.outputs[name].to(actual.dtype), atol=1e-6), name
+        assert expected.saliency.amax() == 1
+    painted_explainer = salrt.load(painted, backend="torchscript")
+    bad = {"a region of the wrong size": (painted, {"region": torch.ones(5, 5)}, "region must be [32, 32] or [2, 32, 32]"),
+           "an empty region": (painted, {"region": torch.zeros(32, 32)}, python_error(
+               lambda: painted_explainer.explain(image, 1, region=torch.zeros(32, 32)))),
+           "a class predicted nowhere": (painted, {"target": torch.tensor([3, 3])}, python_error(
+               lambda: painted_explainer.explain(image, 3))),
+           "a box for a segmentation model": (painted, {"box": boxes}, "takes no box (its inputs: image, target, region)"),
+           "a box outside the image": (detector, {"box": torch.tensor([0.0, 0, 80, 10])},
+                                       "box [0, 0, 80, 10] is not a box inside the model's 64x64 input")}
+    for case, (artifact, extra, message) in bad.items():
+        torch.save({"image": image if artifact == painted else fresh_batch(2), **extra}, tmp_path / "bad.pt")
+        assert_error(run(binary, artifact, tmp_path / "bad.pt", tmp_path / "none.pt", "--backend", "torchscript",
+                         check=False), message)
+        assert not (tmp_path / "none.pt").exists(), case
 
 
 def python_error(call) -> str:

@@ -233,13 +233,10 @@ def test_a_classifier_is_not_a_segmentation_model_and_a_region_needs_one(lite0):
         salrt.load(TinyUNet(), task="tracking")
 
 
-def test_serve_refuses_a_segmentation_artifact_and_load_an_unknown_task_in_one_line(tmp_path):
+def test_load_refuses_an_unknown_task_in_one_line(tmp_path):
     import json
     from salrt.errors import ArtifactError
-    from salrt.server import TritonServer
     directory = salrt.export(Painted(), tmp_path / "painted", categories=CLASSES, image_size=32)
-    with pytest.raises(InputError, match="explains segmentation; salrt serve serves classifiers"):
-        TritonServer(directory)
     manifest = json.loads((directory / "manifest.json").read_text())
     for task in ({"name": "tracking"}, {"name": "segmentation", "background": "sky"}, "segmentation"):
         (directory / "manifest.json").write_text(json.dumps({**manifest, "task": task}))

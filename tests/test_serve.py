@@ -19,6 +19,7 @@ from PIL import Image
 
 import salrt
 from salrt.server import ServeOptions, TritonServer, model_names
+from salrt.server.client import RemoteExplainer
 
 from conftest import GRAY_SHAPE, png_header, relative_l2
 from triton_helpers import free_ports
@@ -499,3 +500,86 @@ def test_serves_a_cam_artifact_and_its_uint8_image_model(gradcam_artifact, photo
     assert relative_l2(torch.from_numpy(result.as_numpy("saliency").copy()), expected.saliency) <= 1e-5
     uint8 = (local.explain(encoded).saliency * 255).round().numpy()
     assert served.dtype == np.uint8 and np.abs(served.astype(np.float32) - uint8).max() <= 1 and served.max() == 255
+
+
+def _infer_all(url: str, model: str, requests: list[list]) -> list:
+    """Each request's result, or its error message, sent at once so that Triton batches them together."""
+    def one(inputs):
+        try:
+            return http.InferenceServerClient(url).infer(model, inputs)
+        except InferenceServerException as err:
+            return err.message()
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(one, requests))
+
+
+def _with(inputs: list, **tensors) -> list:
+    """``inputs`` and the named float32 tensors (a task's region or box)."""
+    for name, value in tensors.items():
+        inputs.append(http.InferInput(name, list(value.shape), "FP32"))
+        inputs[-1].set_data_from_numpy(np.ascontiguousarray(value, np.float32))
+    return inputs
+
+
+def test_serves_a_segmentation_region_and_refuses_an_empty_one_alone(tmp_path, photo_files):
+    """Requests batched together: one with a region and the default, one whose region is empty and one whose
+    class is predicted nowhere. The empty ones get their own errors; the first gets in-process's outputs, on the
+    tensor model, the photo model (its mask resized by the client) and ``salrt explain --server --region``."""
+    from test_segmentation import CLASSES, Painted
+    artifact = salrt.export(Painted(), tmp_path / "painted", formats="torchscript", categories=CLASSES, image_size=32)
+    local = salrt.load(artifact)
+    image = np.random.default_rng(3).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    region = np.full((2, 32, 32), -1, np.float32)
+    region[0, 8:20, 4:30] = 1
+    expected = local.explain(torch.from_numpy(image), [1, -1], region=torch.from_numpy(region))
+    mask = np.zeros((300, 400), np.uint8)
+    mask[:150] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    photo = photo_files["chelsea"].read_bytes()
+    expected_photo = local.explain(photo, 2, region=tmp_path / "mask.png")
+    with TritonServer(artifact, options(backend="torchscript")) as server:
+        good, empty, nowhere = _infer_all(server.url, "Painted", [
+            _with(tensor_request(http, image, [1, -1]), region=region),
+            _with(tensor_request(http, image[:1], [1]), region=np.zeros((1, 32, 32))),
+            tensor_request(http, image[:1], [3])])
+        served_photo = RemoteExplainer(server.url, "Painted").explain([photo], 2, region=tmp_path / "mask.png")
+        cli = subprocess.run([sys.executable, "-m", "salrt.cli", "explain", "Painted", "--server", server.url,
+                              str(photo_files["chelsea"]), "--target", "2", "--region", str(tmp_path / "mask.png"),
+                              "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert "the region is empty at the model's output grid" in empty
+    assert "predicts class 3 (bird) nowhere" in nowhere
+    for name in ("logits", "saliency", "grad", "used_region", "score"):
+        assert np.allclose(good.as_numpy(name).reshape(expected.outputs[name].shape), expected.outputs[name], atol=1e-6)
+    assert good.as_numpy("used_target").ravel().tolist() == [1, 2]
+    assert torch.equal(served_photo.used_region, expected_photo.used_region) and served_photo.used_target.tolist() == [2]
+    assert (served_photo.saliency - expected_photo.saliency).abs().max() <= 1 / 255
+    assert cli.returncode == 0, cli.stderr
+    overlay = np.asarray(Image.open(tmp_path / "out" / "chelsea_overlay.png"))
+    assert ((overlay == (0, 255, 255)).all(-1)).sum() > 16  # the region's outline
+
+
+def test_serves_a_detection_box_on_tensors_and_photos(tmp_path, photo_files):
+    from test_detection import CLASSES, TinyDetector
+    torch.manual_seed(0)
+    artifact = salrt.export(TinyDetector(), tmp_path / "detector", formats="torchscript", categories=CLASSES,
+                            image_size=64)
+    local = salrt.load(artifact)
+    image = np.random.default_rng(4).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    box = np.array([[4, 4, 40, 30], [-1, -1, -1, -1]], np.float32)
+    expected = local.explain(torch.from_numpy(image), box=box)
+    photo = photo_files["coffee"].read_bytes()
+    expected_photo = local.explain(photo, box=[10, 10, 50, 60])
+    with TritonServer(artifact, options(backend="torchscript")) as server:
+        client = http.InferenceServerClient(server.url)
+        served = client.infer("TinyDetector", _with(tensor_request(http, image), box=box))
+        outputs = [o["name"] for o in client.get_model_metadata("TinyDetector_image")["outputs"]]
+        with pytest.raises(InferenceServerException, match=r"is not a box inside the model's 64x64 input"):
+            client.infer("TinyDetector", _with(tensor_request(http, image[:1]), box=np.array([[0, 0, 80, 10]])))
+        served_photo = RemoteExplainer(server.url, "TinyDetector").explain([photo], box=[10, 10, 50, 60])
+    assert outputs == ["logits", "used_target", "saliency", "used_query", "used_box", "score"]
+    assert served.as_numpy("used_query").ravel().tolist() == expected.used_query.tolist()
+    for name in ("used_box", "score", "grad"):
+        assert np.allclose(served.as_numpy(name).reshape(expected.outputs[name].shape), expected.outputs[name], atol=1e-5)
+    assert served_photo.used_query.tolist() == expected_photo.used_query.tolist()
+    assert torch.allclose(served_photo.used_box, expected_photo.used_box, atol=1e-4)
+    assert (served_photo.saliency - expected_photo.saliency).abs().max() <= 1 / 255

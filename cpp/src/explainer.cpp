@@ -155,6 +155,15 @@ struct Explainer::Impl {
   std::array<int64_t, 3> input_shape{};  // C, H, W: the manifest's "image" input
   std::string method = "saliency";
   std::vector<std::string> outputs;  // the graph's, in order: the manifest's "outputs"
+  std::string task = "classification";
+  // the graph's inputs after image and target, as the manifest describes them: name, the shape of one image's
+  // (the manifest's concrete sizes), the value that asks for the default
+  struct TaskInput {
+    std::string name;
+    std::vector<int64_t> row_shape;
+    double fill = -1;
+  };
+  std::vector<TaskInput> task_inputs;
   int64_t images_per_call = 0;  // sampling methods: the most images one call may hold (memory); 0: any
   bool single_image = false;    // the file's manifest entry says "batch": 1 (it checks no shapes)
   // Mutable: running a model does not change the Explainer; both runtimes serialise what they must.
@@ -163,10 +172,14 @@ struct Explainer::Impl {
 
   void read_manifest();
   std::string verified_file();
-  std::vector<at::Tensor> run(const at::Tensor& image, const at::Tensor& target) const;
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) const;
   at::Tensor checked_batch(const at::Tensor& image) const;
   at::Tensor checked_targets(const std::optional<at::Tensor>& target, int64_t n) const;
-  std::vector<at::Tensor> run_in_parts(const at::Tensor& batch, const at::Tensor& targets) const;
+  std::vector<at::Tensor> checked_task_inputs(const TaskInputs& given, int64_t n) const;
+  at::Tensor checked_task_input(const TaskInput& spec, const at::Tensor& given, int64_t n) const;
+  void check_box(const at::Tensor& boxes) const;
+  void check_regions(const Explanation& result, const at::Tensor& given) const;
+  std::vector<at::Tensor> run_in_parts(const std::vector<at::Tensor>& inputs) const;
   Json manifest;
 };
 
@@ -185,11 +198,6 @@ void Explainer::Impl::read_manifest() {
                 py_str(manifest, "format_version", "None") + "; this salrt " + kVersion + " reads format " +
                 std::to_string(kFormatVersion) + ": export it again");
   }
-  // a task's inputs (segmentation's region) and dense logits: salrt.load in Python explains those
-  const auto task = manifest.find("task");
-  if (task != manifest.end() && task->is_object() && task->value("name", std::string()) != "classification")
-    throw Error(dir + " explains " + task->value("name", std::string()) + "; the C++ runtime explains classifiers (for now): "
-                "run it with salrt.load in Python");
   try {  // the manifest's shape is salrt's own; a mismatch means the file was edited by hand or damaged
     model = manifest.at("model").get<std::string>();
     const auto size = manifest.at("input_size").get<std::vector<int64_t>>();
@@ -202,6 +210,14 @@ void Explainer::Impl::read_manifest() {
       if (std::find(outputs.begin(), outputs.end(), name) == outputs.end())
         throw Error(std::string("\"outputs\" lacks \"") + name + "\"");
     images_per_call = manifest.value("images_per_call", int64_t{0});
+    if (manifest.contains("task")) task = manifest.at("task").at("name").get<std::string>();
+    const Json& inputs = manifest.at("inputs");
+    for (size_t k = 2; k < inputs.size(); ++k) {  // after image and target
+      const auto shape = inputs[k].at("shape");
+      std::vector<int64_t> row_shape;
+      for (size_t d = 1; d < shape.size(); ++d) row_shape.push_back(shape.at(d).get<int64_t>());
+      task_inputs.push_back({inputs[k].at("name").get<std::string>(), row_shape, inputs[k].value("default", -1.0)});
+    }
     if (!manifest.at("files").is_object()) throw Error("\"files\" is not an object");
   } catch (const std::exception& err) {
     throw Error(path + " is corrupt: " + err.what());
@@ -318,18 +334,92 @@ at::Tensor Explainer::Impl::checked_targets(const std::optional<at::Tensor>& tar
   return targets;
 }
 
+// A task's inputs in the graph's order: each given one checked, each left out filled with its default.
+std::vector<at::Tensor> Explainer::Impl::checked_task_inputs(const TaskInputs& given, int64_t n) const {
+  for (const auto& [name, _] : given) {
+    bool known = false;
+    for (const auto& spec : task_inputs) known = known || spec.name == name;
+    if (!known) {
+      std::string taken = "image, target";
+      for (const auto& spec : task_inputs) taken += ", " + spec.name;
+      throw Error(name + ": " + model + " explains " + task + " and takes no " + name + " (its inputs: " + taken + ")");
+    }
+  }
+  std::vector<at::Tensor> checked;
+  for (const auto& spec : task_inputs) {
+    const auto found = given.find(spec.name);
+    checked.push_back(checked_task_input(spec, found == given.end() ? at::Tensor() : found->second, n));
+  }
+  return checked;
+}
+
+// One task input as float32 [n, row shape]: one image's value for every image, or one per image; finite.
+at::Tensor Explainer::Impl::checked_task_input(const TaskInput& spec, const at::Tensor& given, int64_t n) const {
+  std::vector<int64_t> shape{n};
+  shape.insert(shape.end(), spec.row_shape.begin(), spec.row_shape.end());
+  if (!given.defined()) return at::full(shape, spec.fill, at::TensorOptions().dtype(at::kFloat));
+  const at::Tensor row_example = at::empty(spec.row_shape), batch_example = at::empty(shape);
+  at::Tensor value = given;
+  if (value.dim() == static_cast<int64_t>(spec.row_shape.size())) value = value.unsqueeze(0).expand(shape);
+  if (value.sizes() != batch_example.sizes() || value.is_complex())
+    throw Error(spec.name + " must be " + shape_of(row_example) + " or " + shape_of(batch_example) +
+                " (one for every image, or one per image), got " + dtype_name(given.scalar_type()) + " " +
+                shape_of(given));
+  value = value.to(at::kCPU, at::kFloat).contiguous();
+  if (!at::isfinite(value).all().item<bool>()) throw Error(spec.name + " holds NaN or Inf values");
+  if (spec.name == "box") check_box(value);
+  return value;
+}
+
+// Each image's box inside the input (x0 < x1 <= W, y0 < y1 <= H), or all negative (its top detection).
+void Explainer::Impl::check_box(const at::Tensor& boxes) const {
+  const int64_t height = input_shape[1], width = input_shape[2];
+  for (int64_t i = 0; i < boxes.size(0); ++i) {
+    const auto b = boxes[i];
+    const double x0 = b[0].item<double>(), y0 = b[1].item<double>(), x1 = b[2].item<double>(), y1 = b[3].item<double>();
+    const bool top_detection = x0 < 0 && y0 < 0 && x1 < 0 && y1 < 0;
+    const bool inside = x0 >= 0 && y0 >= 0 && x1 <= width && y1 <= height && x0 < x1 && y0 < y1;
+    if (!top_detection && !inside) {
+      std::ostringstream box;
+      box << "[" << x0 << ", " << y0 << ", " << x1 << ", " << y1 << "]";
+      throw Error("box " + box.str() + " is not a box inside the model's " + std::to_string(width) + "x" +
+                  std::to_string(height) + " input (x0 < x1 <= " + std::to_string(width) + ", y0 < y1 <= " +
+                  std::to_string(height) + ", in its pixels)");
+    }
+  }
+}
+
+// Segmentation: an image whose explained region is empty at the logits' grid has a zero map, not an
+// explanation: an Error, as Python's Explainer.refusal.
+void Explainer::Impl::check_regions(const Explanation& result, const at::Tensor& given) const {
+  const at::Tensor used_region = result.output("used_region");
+  if (!used_region.defined()) return;
+  const at::Tensor empty = (used_region.flatten(1) == 0).all(1);
+  if (!empty.any().item<bool>()) return;
+  const int64_t i = empty.nonzero()[0][0].item<int64_t>();
+  const int64_t label = result.used_target[i].item<int64_t>();
+  const std::string image = "image " + std::to_string(i) + ": ";
+  if ((given[i] < 0).any().item<bool>())
+    throw Error(image + "the model predicts class " + std::to_string(label) + " (" + categories.at(label) +
+                ") nowhere, so its region is empty: give a region, or another class");
+  throw Error(image + "the region is empty at the model's output grid (" + std::to_string(used_region.size(1)) + "x" +
+              std::to_string(used_region.size(2)) + "): nothing to explain; give a region that covers more of the image");
+}
+
 // The graph's outputs for the whole batch. Like Python: no autograd recording (the graphs hold their own
 // backward pass); the outputs are ordinary tensors, not inference tensors, so callers may use them anywhere. A
 // sampling method's graph holds a bounded number of images per call, and the single-image package checks no
 // shapes (given two images it explains the first only): larger batches run in parts, as in Python.
-std::vector<at::Tensor> Explainer::Impl::run_in_parts(const at::Tensor& batch, const at::Tensor& targets) const {
+std::vector<at::Tensor> Explainer::Impl::run_in_parts(const std::vector<at::Tensor>& inputs) const {
   torch::NoGradGuard no_grad;
-  const int64_t n = batch.size(0);
+  const int64_t n = inputs.front().size(0);
   const int64_t step = single_image ? 1 : (images_per_call > 0 ? images_per_call : n);
   std::vector<std::vector<at::Tensor>> parts;
   for (int64_t start = 0; start < n; start += step) {
     const int64_t count = std::min(step, n - start);
-    parts.push_back(run(batch.narrow(0, start, count).contiguous(), targets.narrow(0, start, count)));
+    std::vector<at::Tensor> part;
+    for (const auto& input : inputs) part.push_back(input.narrow(0, start, count).contiguous());
+    parts.push_back(run(part));
     if (parts.back().size() != outputs.size())
       throw Error(backend + " model returned " + std::to_string(parts.back().size()) + " outputs, expected " +
                   std::to_string(outputs.size()) + " (as manifest.json lists): export it again");
@@ -343,10 +433,14 @@ std::vector<at::Tensor> Explainer::Impl::run_in_parts(const at::Tensor& batch, c
   return out;
 }
 
-Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor> target) const {
+Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor> target,
+                               const TaskInputs& task_inputs) const {
   const Impl& m = *impl_;
   at::Tensor batch = m.checked_batch(image);
-  std::vector<at::Tensor> out = m.run_in_parts(batch, m.checked_targets(target, batch.size(0)));
+  const int64_t n = batch.size(0);
+  std::vector<at::Tensor> inputs{batch, m.checked_targets(target, n)};
+  for (auto& input : m.checked_task_inputs(task_inputs, n)) inputs.push_back(std::move(input));
+  std::vector<at::Tensor> out = m.run_in_parts(inputs);
   Explanation result;
   for (size_t k = 0; k < out.size(); ++k) result.outputs.emplace_back(m.outputs[k], out[k]);
   result.logits = result.output("logits");
@@ -354,12 +448,13 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
   result.saliency = result.output("saliency");
   result.grad = result.output("grad");
   result.delta = result.output("delta");
+  if (inputs.size() > 2) m.check_regions(result, inputs[2]);
   return result;
 }
 
-std::vector<at::Tensor> Explainer::Impl::run(const at::Tensor& image, const at::Tensor& target) const {
-  if (aoti) return aoti->run({image, target});
-  const c10::IValue result = torchscript->forward({image, target});  // named: the loop below reads into it
+std::vector<at::Tensor> Explainer::Impl::run(const std::vector<at::Tensor>& inputs) const {
+  if (aoti) return aoti->run(inputs);
+  const c10::IValue result = torchscript->forward(std::vector<c10::IValue>(inputs.begin(), inputs.end()));
   std::vector<at::Tensor> out;
   for (const auto& value : result.toTupleRef().elements()) out.push_back(value.toTensor());
   return out;
@@ -372,6 +467,12 @@ const std::vector<std::string>& Explainer::categories() const { return impl_->ca
 std::array<int64_t, 2> Explainer::input_size() const { return {impl_->input_shape[1], impl_->input_shape[2]}; }
 std::array<int64_t, 3> Explainer::input_shape() const { return impl_->input_shape; }
 const std::vector<std::string>& Explainer::output_names() const { return impl_->outputs; }
+const std::string& Explainer::task() const { return impl_->task; }
+std::vector<std::string> Explainer::task_input_names() const {
+  std::vector<std::string> names;
+  for (const auto& spec : impl_->task_inputs) names.push_back(spec.name);
+  return names;
+}
 
 at::Tensor Explanation::output(const std::string& name) const {
   for (const auto& [key, value] : outputs)

@@ -1,7 +1,8 @@
 // salrt_explain: run a salrt artifact on a batch saved by Python, without Python.
 //
-//   INPUT  : torch.save({"image": float32 [N,C,H,W], "target": int64 [N] (optional)}, INPUT)
-//   OUTPUT : a tuple (logits, used_target, saliency, grad[, delta]), read with plain torch.load(OUTPUT)
+//   INPUT  : torch.save({"image": float32 [N,C,H,W], "target": int64 [N] (optional), a task's inputs by name
+//            (optional: "region" float32 [N,H,W], "box" float32 [N,4])}, INPUT)
+//   OUTPUT : a tuple of the graph's outputs (logits, used_target, saliency, grad[, ...]): torch.load(OUTPUT)
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <torch/serialize.h>
@@ -31,7 +32,8 @@ const char* kUsage =
     "\n"
     "  ARTIFACT_DIR       the artifact directory (manifest.json, model.pt2 and/or model.pt)\n"
     "  INPUT              torch.save({'image': float32 [N,C,H,W], 'target': int64 [N]}, INPUT); 'target' is\n"
-    "                     optional (a negative or absent target explains each image's top class)\n"
+    "                     optional (a negative or absent target explains each image's top class); a segmentation\n"
+    "                     artifact also takes 'region' (float32 [N,H,W]), a detection one 'box' (float32 [N,4])\n"
     "  OUTPUT             written as the tuple of the outputs manifest.json lists, in its order (logits,\n"
     "                     used_target, saliency, grad, then e.g. delta for integrated_gradients): torch.load(OUTPUT)\n"
     "  --backend B        aoti (default: model.pt2), aoti_n1 (model_n1.pt2: fastest, one image at a time)\n"
@@ -75,6 +77,7 @@ std::vector<char> read_bytes(const std::string& path) {
 struct Batch {
   at::Tensor image;
   std::optional<at::Tensor> target;
+  salrt::TaskInputs task_inputs;  // every other tensor of the dict: the Explainer refuses a name it does not take
 };
 
 Batch read_input(const std::string& path) {
@@ -91,10 +94,10 @@ Batch read_input(const std::string& path) {
   for (const auto& item : value.toGenericDict()) {
     if (!item.key().isString()) continue;
     const std::string& key = item.key().toStringRef();
-    if (key != "image" && key != "target") continue;
     if (!item.value().isTensor()) throw salrt::Error(path + ": '" + key + "' is not a tensor" + how);
     if (key == "image") batch.image = item.value().toTensor();
-    else batch.target = item.value().toTensor();
+    else if (key == "target") batch.target = item.value().toTensor();
+    else batch.task_inputs[key] = item.value().toTensor();
   }
   if (!batch.image.defined()) throw salrt::Error(path + " has no 'image' tensor" + how);
   return batch;
@@ -137,7 +140,7 @@ size_t check_concurrent_callers(const salrt::Explainer& explainer, const Batch& 
     threads.emplace_back([&, t] {
       try {
         for (int i = 0; i < kCallsEach; ++i) {
-          salrt::Explanation result = explainer.explain(batch.image, batch.target);
+          salrt::Explanation result = explainer.explain(batch.image, batch.target, batch.task_inputs);
           for (size_t k = 0; k < reference.outputs.size(); ++k)
             if (!at::equal(result.outputs[k].second, reference.outputs[k].second))
               throw salrt::Error("output " + reference.outputs[k].first + " differs from the single caller's");
@@ -192,13 +195,13 @@ int run(int argc, char** argv) {
 
   salrt::Explainer explainer(dir, backend, static_cast<size_t>(std::max(1L, callers)), digest);
   Batch batch = read_input(input);
-  salrt::Explanation result = explainer.explain(batch.image, batch.target);
+  salrt::Explanation result = explainer.explain(batch.image, batch.target, batch.task_inputs);
   if (repeat > 0) {
-    for (int i = 0; i < 2; ++i) explainer.explain(batch.image, batch.target);  // 3 warm-up runs in all
+    for (int i = 0; i < 2; ++i) explainer.explain(batch.image, batch.target, batch.task_inputs);  // 3 warm-up runs in all
     std::vector<double> ms;
     for (long i = 0; i < repeat; ++i) {
       auto start = std::chrono::steady_clock::now();
-      result = explainer.explain(batch.image, batch.target);
+      result = explainer.explain(batch.image, batch.target, batch.task_inputs);
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     }
     std::printf("%s %s N=%lld threads=%d: p50 %.2f ms, p99 %.2f ms over %ld runs\n", explainer.model().c_str(),
@@ -210,12 +213,13 @@ int run(int argc, char** argv) {
     std::printf("%ld concurrent callers: %zu calls, every result identical to the first\n", callers, calls);
   }
   write_output(output, result);
+  const at::Tensor score = result.output("score");  // a task's explained scalar; a classifier's is the logit
   for (int64_t i = 0; i < result.used_target.numel(); ++i) {
     int64_t k = result.used_target[i].item<int64_t>();
     const auto& names = explainer.categories();
-    std::printf("image %lld: class %lld (%s), logit %.4f\n", static_cast<long long>(i), static_cast<long long>(k),
+    std::printf("image %lld: class %lld (%s), %s %.4f\n", static_cast<long long>(i), static_cast<long long>(k),
                 k >= 0 && k < static_cast<int64_t>(names.size()) ? names[k].c_str() : "?",
-                result.logits[i][k].item<double>());
+                score.defined() ? "score" : "logit", (score.defined() ? score[i] : result.logits[i][k]).item<double>());
   }
   std::printf("wrote %s\n", output.c_str());
   return 0;

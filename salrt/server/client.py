@@ -7,13 +7,15 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import InputError, SalrtError
+from ..images import region_mask
 from ..models import Preprocessing
 from ..runtime import Explanation
 
 
-_OUTPUTS = ("logits", "used_target", "saliency")  # what explain() returns; the server sends nothing else
+_DATA_TYPES = {"O": "BYTES", "i": "INT64", "f": "FP32"}  # numpy's dtype kind: Triton's type
 PROTOCOLS = ("http", "grpc")  # the URL's scheme; none means http (HOST:PORT is then Triton's HTTP port)
 
 
@@ -43,25 +45,41 @@ class RemoteExplainer:
             raise InputError("--server needs tritonclient: pip install 'salrt[serve]'") from None
         self._module, self._error, self.model = client_module, InferenceServerException, f"{model}_image"
         self._client = client_module.InferenceServerClient(self.url)
-        parameters = self._config()["parameters"]
+        config = self._config()
+        parameters = config["parameters"]
+        # the image model's outputs (the class, the map, what the task explained); per-row scalars come as [N, 1]
+        self.output_names = [output["name"] for output in config["output"]]
+        self._per_row = {output["name"]: "reshape" in output for output in config["output"]}
         self.preprocessing = Preprocessing(**json.loads(parameters["preprocessing"]["string_value"]))
         self.categories: list[str] = json.loads(parameters["categories"]["string_value"])
 
-    def explain(self, images: Sequence[bytes], target: Optional[int] = None) -> Explanation:
+    def explain(self, images: Sequence[bytes], target: Optional[int] = None, region=None, box=None) -> Explanation:
         """``images``: encoded JPEG/PNG bytes. The map comes back as uint8, so it is within 1/510 of the
-        in-process float map; the server's image model returns no gradient (``grad`` is None)."""
-        module = self._module
-        inputs = [module.InferInput("image_bytes", [len(images), 1], "BYTES")]
-        inputs[0].set_data_from_numpy(np.array([[bytes(image)] for image in images], dtype=np.object_))
+        in-process float map; the server's image model returns no gradient (``grad`` is None). ``region`` and
+        ``box`` as ``Explainer.explain`` takes them: a mask image is resized and cropped here, as the server
+        preprocesses the photos."""
+        n = len(images)
+        inputs = {"image_bytes": np.array([[bytes(image)] for image in images], dtype=np.object_)}
         if target is not None:
-            inputs.append(module.InferInput("target", [len(images), 1], "INT64"))
-            inputs[1].set_data_from_numpy(np.full((len(images), 1), target, dtype=np.int64))
-        wanted = [module.InferRequestedOutput(name) for name in _OUTPUTS]  # no more (http: binary by default)
-        result = self._call(lambda: self._client.infer(self.model, inputs, outputs=wanted))
+            inputs["target"] = np.full((n, 1), target, dtype=np.int64)
+        if region is not None:
+            if isinstance(region, (str, os.PathLike, bytes, Image.Image)):
+                region = region_mask(region, self.preprocessing)
+            region = torch.as_tensor(region, dtype=torch.float32)
+            inputs["region"] = (region.expand(n, *region.shape) if region.dim() == 2 else region).numpy()
+        if box is not None:
+            inputs["box"] = np.broadcast_to(np.asarray(box, np.float32).reshape(-1, 4), (n, 4))
+        requested = [self._module.InferInput(name, list(value.shape), _DATA_TYPES[value.dtype.kind])
+                     for name, value in inputs.items()]
+        for tensor, value in zip(requested, inputs.values()):
+            tensor.set_data_from_numpy(np.ascontiguousarray(value))
+        # no more outputs than these (http: binary by default): no gradient, no method's intermediates
+        wanted = [self._module.InferRequestedOutput(name) for name in self.output_names]
+        result = self._call(lambda: self._client.infer(self.model, requested, outputs=wanted))
         # copies (a few KB): tritonclient's arrays are read-only views of the response
-        outputs = {"logits": torch.from_numpy(result.as_numpy("logits").copy()),
-                   "used_target": torch.from_numpy(result.as_numpy("used_target").reshape(-1).copy()),
-                   "saliency": torch.tensor(result.as_numpy("saliency"), dtype=torch.float32) / 255}
+        outputs = {name: torch.from_numpy(result.as_numpy(name).copy()) for name in self.output_names}
+        outputs = {name: value.reshape(-1) if self._per_row[name] else value for name, value in outputs.items()}
+        outputs["saliency"] = outputs["saliency"].float() / 255
         return Explanation(outputs, categories=self.categories, backend=f"triton {self.protocol}://{self.url}")
 
     def _config(self) -> dict:

@@ -54,8 +54,11 @@ def _contracts(manifest: dict) -> dict[str, tuple[list[dict], list[dict]]]:
     inputs, outputs = concrete_contract(manifest)
     inputs = [{**io, "optional": "default" in io} for io in inputs]  # the model fills in what clients leave out
     image_inputs = [{"name": "image_bytes", "dtype": "bytes", "shape": ["N"]}] + inputs[1:]
-    image_outputs = [{**io, "dtype": "uint8"} if io["name"] == "saliency" else io  # image_saliency's
-                     for io in outputs if io["name"] in ("logits", "used_target", "saliency")]
+    # photos in: the class, the map (uint8: image_saliency's) and what the task explained (its box, region,
+    # score), not the attribution or a method's intermediates
+    sent = ("logits", "used_target", "saliency", *Task.of(manifest).spec.outputs)
+    image_outputs = [{**io, "dtype": "uint8"} if io["name"] == "saliency" else io
+                     for io in outputs if io["name"] in sent]
     return {TENSOR: (inputs, outputs), IMAGE: (image_inputs, image_outputs)}
 
 
@@ -73,10 +76,6 @@ def write_serve_repository(artifact: Path, root: Path, *, backend: str, device: 
     options are checked by the caller (``ServeOptions.check``)."""
     artifact = Path(artifact).absolute()
     manifest = read_manifest(artifact)
-    task = Task.of(manifest).name
-    if task != "classification":  # its region input and dense outputs have no image model and no server checks
-        raise InputError(f"{artifact} explains {task}; salrt serve serves classifiers (for now): run it with "
-                         "salrt.load or salrt explain, or serve its triton/ repository (--format triton)")
     if backend in BY_BACKEND and BY_BACKEND[backend].name not in manifest["files"]:
         raise ArtifactError(f"{artifact} has no {BY_BACKEND[backend].name} artifact for backend {backend!r} "
                             f"(it has: {', '.join(manifest['files'])})")

@@ -3,9 +3,12 @@
 Triton's dynamic batcher hands ``execute`` several requests at once. Each is read and checked alone, so a
 bad request gets its own error response; the good ones run as one batch and their rows are split back.
 Two model kinds share this class (the ``model_kind`` parameter of config.pbtxt):
-- "tensor": the artifact's own contract, preprocessed ``image`` float32 and ``target`` int64;
-- "image": ``image_bytes`` (an encoded JPEG/PNG per row), preprocessed here as the artifact says, and
-  ``saliency`` returned as uint8 0-255.
+- "tensor": the artifact's own contract, preprocessed ``image`` float32, ``target`` int64 and the task's
+  inputs (segmentation's ``region``, detection's ``box``);
+- "image": ``image_bytes`` (an encoded JPEG/PNG per row), preprocessed here as the artifact says, the same
+  target and task inputs (a region at the model's input size: the client resizes and crops its mask as
+  ``salrt.images.region_mask`` does), and ``saliency`` returned as uint8 0-255.
+A request whose region turns out empty at the logits' grid gets its own error; its batch's others their maps.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import torch
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
 from ..errors import SalrtError
+from ..graph.io import names
 from ..images import decode, mode_for
 from ..runtime import load
 from .repository import IMAGE, TIMING, image_saliency
@@ -61,38 +65,46 @@ class TritonPythonModel:
         return [name for name in self.output_names if name in asked] or list(self.output_names)
 
     def _checked(self, request):
-        """(batch, targets) of one request, checked as ``Explainer.explain`` checks them; or the InputError."""
+        """The graph's inputs of one request (image batch, targets, the task's inputs), checked as
+        ``Explainer.explain`` checks them; or the InputError. Optional inputs a request leaves out are None."""
         try:
-            target = pb_utils.get_input_tensor_by_name(request, "target")
-            target = None if target is None else torch.from_numpy(target.as_numpy().reshape(-1))
+            given = {name: _tensor(request, name) for name in names(self.explainer.inputs)[1:]}
             if self.model_kind == IMAGE:
                 encoded = pb_utils.get_input_tensor_by_name(request, "image_bytes").as_numpy().reshape(-1)
                 mode = mode_for(self.explainer.input_shape[0])
                 images = [decode(io.BytesIO(bytes(item)), f"image_bytes row {row}", mode)
                           for row, item in enumerate(encoded)]
             else:
-                images = torch.from_numpy(pb_utils.get_input_tensor_by_name(request, "image").as_numpy())
-            return self.explainer.checked_inputs(images, target)
+                images = _tensor(request, "image")
+            target = given.pop("target")
+            return self.explainer.checked_inputs(images, None if target is None else target.reshape(-1), **given)
         except SalrtError as err:
             return err
 
-    def _explain(self, requests: list[tuple[tuple[torch.Tensor, torch.Tensor], list[str]]]) -> dict:
-        """The requests' rows run as one batch: the outputs any of them asked for, as torch tensors."""
-        images = [images for (images, _), _ in requests]
-        targets = [target for (_, target), _ in requests]
+    def _explain(self, requests: list[tuple[tuple[torch.Tensor, ...], list[str]]]) -> dict:
+        """The requests' rows run as one batch: every output, as torch tensors (the image model's saliency as
+        uint8 if anyone asked for it)."""
         # a lone request (every request at concurrency 1) runs as it came: torch.cat would copy it
-        batch, target = (images[0], targets[0]) if len(requests) == 1 else (torch.cat(images), torch.cat(targets))
-        produced = self.explainer.explain_checked(batch, target).outputs  # _checked checked each request
+        columns = requests[0][0] if len(requests) == 1 else [torch.cat(parts) for parts in
+                                                              zip(*(inputs for inputs, _ in requests))]
+        # _checked checked each request; an empty region is refused per request, in _rows
+        produced = self.explainer.explain_checked(*columns, refuse=False).outputs
         wanted = {name for _, names in requests for name in names}
         if self.model_kind == IMAGE and "saliency" in wanted:
             produced = {**produced, "saliency": image_saliency(produced["grad"])}
-        return {name: produced[name] for name in wanted}
+        return produced
 
-    def _rows(self, produced: dict, requests: list) -> list[dict]:
-        """One dict of numpy outputs per request, only those it asked for, split back by row counts (an output
-        nobody asked for, e.g. grad, is neither converted nor copied)."""
-        parts = {name: tensor.split([len(images) for (images, _), _ in requests]) for name, tensor in produced.items()}
-        return [{name: parts[name][row].cpu().numpy() for name in names} for row, (_, names) in enumerate(requests)]
+    def _rows(self, produced: dict, requests: list) -> list:
+        """Per request, a dict of the numpy outputs it asked for (split back by row counts: an output nobody
+        asked for, e.g. grad, is neither converted nor copied), or the InputError its rows' outputs call for."""
+        counts = [len(inputs[0]) for inputs, _ in requests]
+        parts = {name: tensor.split(counts) for name, tensor in produced.items()}
+        rows = []
+        for row, (inputs, wanted) in enumerate(requests):
+            own = {name: part[row] for name, part in parts.items()}
+            error = self.explainer.refusal(own, inputs[2:])
+            rows.append(error or {name: own[name].cpu().numpy() for name in wanted})
+        return rows
 
 
 class _Laps:
@@ -119,7 +131,15 @@ def _wants_timing(request) -> bool:
     return bool(json.loads(request.parameters() or "{}").get(TIMING))
 
 
-def _response(row: dict):
+def _tensor(request, name: str):
+    """An input of the request as a torch tensor, None if the request leaves it out."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else torch.from_numpy(tensor.as_numpy())
+
+
+def _response(row):
+    if isinstance(row, Exception):
+        return _error_response(row)
     return pb_utils.InferenceResponse(
         output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in row.items()])
 

@@ -2,6 +2,7 @@
 //
 //   salrt::Explainer explainer("resnet18-art", "aoti");       // checks manifest.json and the file's sha256
 //   salrt::Explanation e = explainer.explain(image, target);  // image: float32 [N,3,H,W]; target: int64 [N]
+//   e = detector.explain(image, target, {{"box", boxes}});      // a task's inputs by name: float32 [N,4] here
 //
 // Errors are salrt::Error, with the same messages as the Python package.
 #pragma once
@@ -10,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -40,6 +42,12 @@ struct Explanation {
   at::Tensor output(const std::string& name) const;  // undefined when the graph has no such output
 };
 
+// A task's inputs by name, as manifest.json's "inputs" lists them after image and target: segmentation's
+// "region" (float32 [N,H,W] or one [H,W] for all: 1 in, 0 out, weights between; a negative value: the pixels
+// predicted as the class), detection's "box" (float32 [N,4] or one [4]: x0, y0, x1, y1 in input pixels; -1s:
+// the top detection). One left out takes the manifest's default for every image.
+using TaskInputs = std::map<std::string, at::Tensor>;
+
 class Explainer {
  public:
   // Reads `artifact_dir`/manifest.json (artifact format 1), verifies the backend's file against its sha256
@@ -58,7 +66,11 @@ class Explainer {
   // Saliency of `image` (float32 [N,C,H,W] matching input_shape(), or one [C,H,W] image; finite) for
   // `target` (int64 [N], or one value for all images; a negative value or no target explains each image's
   // top class). Throws salrt::Error on bad inputs. Safe to call from several threads at once.
-  Explanation explain(const at::Tensor& image, std::optional<at::Tensor> target = std::nullopt) const;
+  // A segmentation or detection artifact also takes `task_inputs` (see TaskInputs; a name it does not take is
+  // an Error) and returns what was explained among its outputs (used_region, used_query, used_box, score); an
+  // image whose region is empty at the logits' grid is an Error, as in Python.
+  Explanation explain(const at::Tensor& image, std::optional<at::Tensor> target = std::nullopt,
+                      const TaskInputs& task_inputs = {}) const;
 
   const std::string& model() const;                   // "resnet18"
   const std::string& backend() const;                 // "aoti", "aoti_n1" or "torchscript"
@@ -67,6 +79,8 @@ class Explainer {
   std::array<int64_t, 2> input_size() const;          // {H, W}
   std::array<int64_t, 3> input_shape() const;         // {C, H, W} of one image
   const std::vector<std::string>& output_names() const;  // the graph's outputs, in order
+  const std::string& task() const;                    // "classification", "segmentation" or "detection"
+  std::vector<std::string> task_input_names() const;  // the inputs after image and target: {"region"}, ...
   const std::string& artifact_dir() const;
 
  private:
