@@ -360,7 +360,7 @@ at::Tensor Explainer::Impl::checked_task_input(const TaskInput& spec, const at::
   if (!given.defined()) return at::full(shape, spec.fill, at::TensorOptions().dtype(at::kFloat));
   const at::Tensor row_example = at::empty(spec.row_shape), batch_example = at::empty(shape);
   at::Tensor value = given;
-  if (value.dim() == static_cast<int64_t>(spec.row_shape.size())) value = value.unsqueeze(0).expand(shape);
+  if (value.sizes() == row_example.sizes()) value = value.unsqueeze(0).expand(shape);
   if (value.sizes() != batch_example.sizes() || value.is_complex())
     throw Error(spec.name + " must be " + shape_of(row_example) + " or " + shape_of(batch_example) +
                 " (one for every image, or one per image), got " + dtype_name(given.scalar_type()) + " " +
