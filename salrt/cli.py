@@ -246,6 +246,9 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @click.option("--box", default=None, metavar="X0,Y0,X1,Y1",
               help="detection: explain the query whose predicted box overlaps this one most (the model's input "
                    "pixels) [default: the top detection, of --target's class if given]")
+@click.option("--top-detections", type=click.IntRange(min=1), default=None, metavar="K",
+              help="detection: explain each image's K most probable detections (of --target's class, if given), a "
+                   "map each: files named _det1 ... _detK, the index's detections column lists them")
 @click.option("--region-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               metavar="DIR", help="segmentation: a mask per image, mirroring the inputs' tree (a/cat.jpg: DIR/a/cat.jpg "
                                   "or DIR/a/cat.png); an image without one fails, recorded in the index")
@@ -286,7 +289,7 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @_dtype_option(None)
 @_method_options
 @_model_options
-def explain(source, images, list_files, target, region, box, region_dir, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
+def explain(source, images, list_files, target, region, box, top_detections, region_dir, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
             index_format, on_error, resume, html, workers, server, jpeg_draft, ray_address, ray_concurrency,
             ray_num_gpus, dtype, method, model_options):
     """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
@@ -314,7 +317,7 @@ def explain(source, images, list_files, target, region, box, region_dir, out_dir
         _progress(f"note: {source!r} is a model name, so it runs eagerly; for the artifact directory, "
                   f"write {source + '/'!r}")
     options = Options(target=target if target is None or not target.lstrip("-").isdigit() else int(target),
-                      region=region, box=box and _floats(box), region_dir=region_dir, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
+                      region=region, box=box and _floats(box), top_detections=top_detections, region_dir=region_dir, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
                       batch_size=batch_size, server=server, method=method, dtype=dtype, save=parse_save(save),
                       index_format=index_format,
                       on_error=on_error, resume=resume, html=html, workers=workers, jpeg_draft=jpeg_draft,

@@ -45,6 +45,7 @@ class Options:
     region: Optional[Path] = None       # segmentation: a mask image (pixels above 0), the same for every image
     region_dir: Optional[Path] = None   # segmentation: a mask per image, mirroring the input tree (``mask_path``)
     box: Optional[Sequence[float]] = None  # detection: x0, y0, x1, y1 in input pixels, the same for every image
+    top_detections: Optional[int] = None  # detection: explain each image's K most probable detections, a map each
     backend: str = AUTO
     device: str = "cpu"
     cuda_graphs: bool = False           # replay CUDA graphs per batch size (salrt.load's cuda_graphs)
@@ -102,7 +103,7 @@ def explain_files(source: str, paths: Sequence[Path], out_dir: Path, options: Op
     Bad input is refused before anything is written: paths that do not exist, outputs two inputs would share,
     and, with on_error "fail" (the default for files named one by one), any unreadable image. With "continue"
     an unreadable image becomes an index row with its error and the run goes on (``Summary.failed``)."""
-    inputs = collect(paths, list_files, out_dir)
+    inputs = dataclasses.replace(collect(paths, list_files, out_dir), detections=options.top_detections or 0)
     on_error = options.on_error or ("fail" if inputs.named_one_by_one else "continue")
     workers = default_workers() if options.workers is None else options.workers
     _check_options(inputs, options, on_error)
@@ -142,6 +143,12 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
         raise InputError("--region (one mask for every image) or --region-dir (one per image), not both")
     if task_inputs and options.ray is not None:
         raise InputError(f"{task_inputs[0]}: explained here or with --server, not with --ray")
+    if options.top_detections is not None:
+        if options.server or options.ray is not None:
+            raise InputError("--top-detections: explained here, not with --server or --ray")
+        if options.box is not None:
+            raise InputError("--box explains the detection overlapping a box, --top-detections the K most probable: "
+                             "one or the other")
     if options.region_dir is not None and not Path(options.region_dir).is_dir():
         raise InputError(f"--region-dir {options.region_dir}: no such directory")
     if options.server and isinstance(options.target, str):
@@ -192,7 +199,7 @@ def _writable(out_dir: Path) -> Path:
 
 @dataclasses.dataclass
 class _Model:
-    explain: Callable[[Batch], Explanation]
+    explain: Callable[[Batch], list[Explanation]]  # an explanation per map: one, or a detector's ranked ones
     preprocessing: Preprocessing
     settings: str        # what must match for --resume to keep an earlier run's rows
     needs_encoded: bool  # a server decodes the files' bytes itself
@@ -201,7 +208,9 @@ class _Model:
 def _load_model(source: str, options: Options, beside_workers: bool) -> _Model:
     described = {"target": options.target, "box": options.box, "save": sorted(options.save),
                  "jpeg_draft": options.jpeg_draft,
-                 "region_dir": options.region_dir and str(Path(options.region_dir).resolve())}
+                 "region_dir": options.region_dir and str(Path(options.region_dir).resolve()),
+                 # only when given: the fingerprints of runs from before the option stay what they were
+                 **({"top_detections": options.top_detections} if options.top_detections else {})}
     if options.server:
         from .server.client import RemoteExplainer
         remote = RemoteExplainer(options.server, source)
@@ -212,7 +221,7 @@ def _load_model(source: str, options: Options, beside_workers: bool) -> _Model:
         def explain_remotely(batch: Batch) -> Explanation:
             return remote.explain([item.encoded for item in batch.loaded], options.target, box=options.box,
                                   region=region if batch.regions is None else batch.regions)
-        return _Model(explain_remotely, remote.preprocessing,
+        return _Model(lambda batch: [explain_remotely(batch)], remote.preprocessing,
                       _fingerprint(server=options.server, model=source, **described), True)
     # the decoding workers share the cores: the model's threads sleep between operators rather than spin on
     # them (measured: +5-9 points of the tensor rate on 2 cores; no cost at batch 8)
@@ -222,9 +231,11 @@ def _load_model(source: str, options: Options, beside_workers: bool) -> _Model:
         region = explainer.checked_inputs(torch.zeros(1, *explainer.input_shape), options.target,
                                           region=options.region)[2][0]
         described["region"] = _tensor_digest(region)
-    def explain(batch: Batch) -> Explanation:
-        return explainer.explain(batch.images, options.target, region if batch.regions is None else batch.regions,
-                                 box=options.box)
+    def explain(batch: Batch) -> list[Explanation]:
+        if options.top_detections:
+            return explainer.explain_detections(batch.images, options.top_detections, options.target)
+        return [explainer.explain(batch.images, options.target, region if batch.regions is None else batch.regions,
+                                  box=options.box)]
     return _Model(explain, explainer.preprocessing,
                   _fingerprint(manifest=explainer.manifest, backend=options.backend, **described), False)
 
@@ -270,12 +281,16 @@ def _explain(inputs: InputSet, todo: list[int], model: _Model, journal: Journal,
                     raise InputError(item.error)
                 tqdm.write(f"skipped: {item.error}", file=sys.stderr)
             failed += len(batch.failed)
-            result = model.explain(batch) if batch.loaded else None
-            writer.submit(batch, result)
-            if inputs.named_one_by_one and result is not None:
-                for loaded, top in zip(batch.loaded, result.top(5)):
+            results = model.explain(batch) if batch.loaded else None
+            writer.submit(batch, results)
+            if inputs.named_one_by_one and results:
+                for j, (loaded, top) in enumerate(zip(batch.loaded, results[0].top(5))):
                     say(f"{inputs.inputs[loaded.position].path.name}: " +
                         ", ".join(f"{name} {p:.3f}" for _, name, p in top))
+                    if results[0].used_query is not None:
+                        for rank, detection in enumerate(_detections(results, [{}] * len(results), j), 1):
+                            say(f"  detection {rank}: {detection['class_name']} {detection['probability']:.3f}, "
+                                f"query {detection['query']}, box " + ",".join(f"{v:.0f}" for v in detection["box"]))
             bar.update(len(batch))
     return failed
 
@@ -289,8 +304,8 @@ class _Writer:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="salrt-writer")
         self._pending: collections.deque[Future] = collections.deque()
 
-    def submit(self, batch: Batch, result: Optional[Explanation]) -> None:
-        self._pending.append(self._thread.submit(self._write, batch, result))
+    def submit(self, batch: Batch, results: Optional[list[Explanation]]) -> None:
+        self._pending.append(self._thread.submit(self._write, batch, results))
         while len(self._pending) > WRITES_AHEAD:
             self._pending.popleft().result()
 
@@ -304,33 +319,47 @@ class _Writer:
         finally:
             self._thread.shutdown()
 
-    def _write(self, batch: Batch, result: Optional[Explanation]) -> None:
+    def _write(self, batch: Batch, results: Optional[list[Explanation]]) -> None:
         inputs = self.inputs.inputs
-        written = write_results(batch, result, self.out_dir,
+        written = write_results(batch, results, self.out_dir,
                                 relative=lambda position: inputs[position].relative,
                                 outputs=lambda position: self.inputs.outputs(inputs[position], self.save))
         self.journal.record([(loaded.position, inputs[loaded.position], loaded.stat, files, row)
                              for loaded, files, row in written])
 
 
-def write_results(batch: Batch, result: Optional[Explanation], out_dir: Path, relative: Callable[[int], str],
-                  outputs: Callable[[int], list[tuple[str, str]]]) -> list[tuple[Loaded, dict, dict]]:
-    """Writes the files of each image of ``batch`` (``outputs(position)``: their kinds and names under
-    ``out_dir``) and returns (image, {file: (bytes, mtime_ns)}, its index row) for each, failed ones last."""
+def write_results(batch: Batch, results: Optional[Sequence[Explanation]], out_dir: Path,
+                  relative: Callable[[int], str], outputs: Callable[[int], list[list[tuple[str, str]]]]
+                  ) -> list[tuple[Loaded, dict, dict]]:
+    """Writes the files of each image of ``batch`` and returns (image, {file: (bytes, mtime_ns)}, its index row)
+    for each, failed ones last. ``results``: the batch's explanations, one per map (one, or a detector's
+    ranked detections); ``outputs(position)``: per map, the kinds and names of its files under ``out_dir``."""
     written = []
-    if result is not None:
-        probabilities = result.class_shares()
-        for j, (loaded, top) in enumerate(zip(batch.loaded, result.top(5))):
-            files = {name: _write_file(kind, out_dir / name, loaded, result, j)
-                     for kind, name in outputs(loaded.position)}
-            target = int(result.target[j])
+    if results:
+        first = results[0]
+        probabilities = first.class_shares()
+        for j, (loaded, top) in enumerate(zip(batch.loaded, first.top(5))):
+            per_map = [{name: _write_file(kind, out_dir / name, loaded, result, j) for kind, name in names}
+                       for result, names in zip(results, outputs(loaded.position))]
+            files = {name: stat for written_files in per_map for name, stat in written_files.items()}
+            target = int(first.target[j])
             row = {"path": relative(loaded.position), "width": loaded.size[0], "height": loaded.size[1],
-                   "class_index": target, "class_name": result.categories[target],
+                   "class_index": target, "class_name": first.categories[target],
                    "probability": float(probabilities[j, target]),
                    "top5": [{"index": i, "name": name, "probability": p} for i, name, p in top],
-                   "files": list(files), "backend": result.backend, "error": None}
+                   "detections": _detections(results, per_map, j) if first.used_query is not None else None,
+                   "files": list(files), "backend": first.backend, "error": None}
             written.append((loaded, files, row))
     return written + [(loaded, {}, _failed_row(relative(loaded.position), loaded.error)) for loaded in batch.failed]
+
+
+def _detections(results: Sequence[Explanation], per_map: list[dict], j: int) -> list[dict]:
+    """Image ``j``'s explained detections, an index row's ``detections``."""
+    return [{"query": int(result.used_query[j]), "class_index": int(result.target[j]),
+             "class_name": result.categories[int(result.target[j])],
+             "probability": float(result.detection_probability()[j]),
+             "box": [float(v) for v in result.used_box[j]], "score": float(result.score[j]), "files": list(files)}
+            for result, files in zip(results, per_map)]
 
 
 def _write_file(kind: str, path: Path, loaded: Loaded, result: Explanation, j: int) -> tuple[int, int]:
@@ -352,7 +381,7 @@ def _write_file(kind: str, path: Path, loaded: Loaded, result: Explanation, j: i
 
 def _failed_row(relative: str, error: str) -> dict:
     return {"path": relative, "width": None, "height": None, "class_index": None, "class_name": None,
-            "probability": None, "top5": None, "files": [], "backend": None, "error": error}
+            "probability": None, "top5": None, "detections": None, "files": [], "backend": None, "error": error}
 
 
 def _finish(inputs: InputSet, journal: Journal, out_dir: Path, options: Options, failed: int,

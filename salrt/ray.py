@@ -95,8 +95,8 @@ class Explain:
         bases = [_inside_out(str(base)) for base in batch["output_base"]] if "output_base" in batch else names
         images = self._load(batch[source], source, names)
         result = self.explainer.explain(images.images, target=self._targets(batch, images)) if images.loaded else None
-        written = write_results(images, result, self.out, relative=names.__getitem__,
-                                outputs=lambda i: output_names(bases[i], self.save))
+        written = write_results(images, result and [result], self.out, relative=names.__getitem__,
+                                outputs=lambda i: [output_names(bases[i], self.save)])
         rows = [row for _, _, row in sorted(written, key=lambda item: item[0].position)]
         columns = {name: [row[name] for row in rows] for name in index.COLUMNS}
         if self.maps:

@@ -20,7 +20,7 @@ from .errors import ArtifactError, InputError
 from .formats import AUTO, BY_BACKEND, CUDA_GRAPH_BACKENDS, EAGER, Run, auto_routes, check_backend, runs_on
 from .graph import (DEFAULT_DTYPE, TASKS, Method, Task, build_saliency_graph, contract_of, image_shape,
                     input_gradient, method_outputs)
-from .graph.tasks import class_probabilities
+from .graph.tasks import class_probabilities, ranked_detections
 from .graph.precision import check_device, check_dtype, numerics
 from .graph.io import names
 from .images import ImageLike, mode_for, open_image, region_mask, to_batch
@@ -62,6 +62,12 @@ class Explanation:
             return class_probabilities(logits, int(logits.shape[2] == len(self.categories) + 1)).amax(1)
         counts = [torch.bincount(predicted.flatten(), minlength=logits.shape[1]) for predicted in logits.argmax(1)]
         return torch.stack(counts).float() / logits[0, 0].numel()
+
+    def detection_probability(self) -> torch.Tensor:
+        """[N]: a detector's explained query's probability of the explained class (as ``class_shares`` ranks)."""
+        logits = self.logits.float()
+        probabilities = class_probabilities(logits, int(logits.shape[2] == len(self.categories) + 1))
+        return probabilities[torch.arange(len(logits)), self.used_query, self.used_target]
 
     def top(self, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """The k most probable classes of each image as (index, name, probability); for segmentation the k
@@ -134,7 +140,7 @@ class Explainer:
         return to_batch([open_image(image, mode) for image in images], self.preprocessing)
 
     def explain(self, images, target: Optional[Union[int, Sequence[int], torch.Tensor]] = None,
-                region=None, box=None) -> Explanation:
+                region=None, box=None, query=None) -> Explanation:
         """Saliency maps of ``images`` for ``target``.
 
         Args:
@@ -150,6 +156,8 @@ class Explainer:
             box: detection only: x0, y0, x1, y1 in the model's input pixels, one for every image or [N,4]: the
                 query whose predicted box overlaps it most is explained; None (or an image's four -1s): the top
                 detection (of the target class, if given).
+            query: detection only: the query to explain by its index, one for every image or one per image (-1:
+                chosen by box, class or score as above); ``explain_detections`` ranks them.
 
         Returns:
             An ``Explanation``: the graph's outputs by name (logits, the class explained, saliency, grad, ...)
@@ -163,7 +171,23 @@ class Explainer:
             ArtifactError: the first call routed to a backend whose file its runtime refuses (``auto``
                 loads its backends on first use; a single backend loads in ``salrt.load``).
         """
-        return self.explain_checked(*self.checked_inputs(images, target, region=region, box=box))
+        return self.explain_checked(*self.checked_inputs(images, target, region=region, box=box, query=query))
+
+    def explain_detections(self, images, count: int, target=None) -> list[Explanation]:
+        """A detector's ``count`` most probable detections per image, explained one map each: element r holds
+        each image's r-th (of the target class's, if given), its query in ``used_query``. The first is
+        ``explain(images, target)``; its logits rank the rest."""
+        task = Task.of(self.manifest)
+        queries = next(io for io in self.outputs if io["name"] == "logits")["shape"][1]
+        if task.name != "detection":
+            raise InputError(f"{self.model} explains {task.name}; ranked detections are a detector's")
+        if type(count) is not int or not 1 <= count <= queries:
+            raise InputError(f"the number of detections to explain must be 1 to {queries} (the model's queries), "
+                             f"got {count!r}")
+        batch, targets, *_ = self.checked_inputs(images, target)
+        first = self.explain(batch, targets)
+        ranked = ranked_detections(first.logits.float(), task.no_object, targets, count)
+        return [first] + [self.explain(batch, targets, query=ranked[:, r]) for r in range(1, count)]
 
     def explain_checked(self, batch: torch.Tensor, targets: torch.Tensor, *task_inputs: torch.Tensor,
                         refuse: bool = True) -> Explanation:
@@ -197,7 +221,7 @@ class Explainer:
             if value is not None and name not in expected:
                 owner = next(task for task, spec in TASKS.items() if name in spec.inputs)
                 raise InputError(f"{name}: for a {owner} model; {self.model} explains {Task.of(self.manifest).name}")
-        checks = {"region": self._checked_region, "box": self._checked_box}
+        checks = {"region": self._checked_region, "box": self._checked_box, "query": self._checked_query}
         n = batch.shape[0]
         return (batch, self._checked_targets(target, n), *(checks[name](task_inputs.get(name), n) for name in expected))
 
@@ -221,6 +245,21 @@ class Explainer:
             raise InputError(f"box {bad} is not a box inside the model's {width}x{height} input (x0 < x1 <= "
                              f"{width}, y0 < y1 <= {height}, in its pixels)")
         return boxes.expand(n, 4).contiguous()
+
+    def _checked_query(self, query, n: int) -> torch.Tensor:
+        """[N] int64: the query given (an index, one or one per image), or -1 (chosen by box, class or score)."""
+        if query is None:
+            return torch.full((n,), -1, dtype=torch.int64)
+        queries = next(io for io in self.outputs if io["name"] == "logits")["shape"][1]
+        try:
+            indices = torch.as_tensor(query)
+        except (TypeError, ValueError, RuntimeError):
+            indices = None
+        if indices is None or indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool \
+                or indices.numel() not in (1, n) or (indices.numel() and int(indices.max()) >= queries):
+            raise InputError(f"query must be a query's index below {queries} (the model's queries), one or one per "
+                             f"image, got {query!r}")
+        return indices.to(torch.int64).reshape(-1).expand(n).contiguous()
 
     def _checked_region(self, region, n: int) -> torch.Tensor:
         """[N,H,W] float32: the region given ([H,W] or [N,H,W], bool or numbers), or -1 (the predicted pixels)."""

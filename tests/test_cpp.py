@@ -151,7 +151,8 @@ def test_explains_a_region_and_a_box_as_python(binary, tmp_path):
     region[0, 4:20, 2:30] = 1
     boxes = torch.tensor([[4.0, 4, 40, 30], [-1, -1, -1, -1]])
     cases = [(painted, image, [1, -1], {"region": region}), (painted, image, [2, 2], {"region": region[0]}),
-             (detector, fresh_batch(2), [-1, -1], {"box": boxes}), (detector, fresh_batch(2), [-1, 2], {})]
+             (detector, fresh_batch(2), [-1, -1], {"box": boxes}), (detector, fresh_batch(2), [-1, 2], {}),
+             (detector, fresh_batch(2), [-1, -1], {"query": torch.tensor([3, 1])})]
     for artifact, images, target, task_inputs in cases:
         torch.save({"image": images, "target": torch.tensor(target), **task_inputs}, tmp_path / "in.pt")
         done = run(binary, artifact, tmp_path / "in.pt", tmp_path / "out.pt", "--backend", "torchscript")
@@ -169,7 +170,9 @@ def test_explains_a_region_and_a_box_as_python(binary, tmp_path):
                lambda: painted_explainer.explain(image, 3))),
            "a box for a segmentation model": (painted, {"box": boxes}, "takes no box (its inputs: image, target, region)"),
            "a box outside the image": (detector, {"box": torch.tensor([0.0, 0, 80, 10])},
-                                       "box [0, 0, 80, 10] is not a box inside the model's 64x64 input")}
+                                       "box [0, 0, 80, 10] is not a box inside the model's 64x64 input"),
+           "a query out of range": (detector, {"query": torch.tensor(6)}, "query must be a query's index below 6"),
+           "a float query": (detector, {"query": torch.tensor([1.0, 2.0])}, "query must be [] or [2]")}
     for case, (artifact, extra, message) in bad.items():
         torch.save({"image": image if artifact == painted else fresh_batch(2), **extra}, tmp_path / "bad.pt")
         assert_error(run(binary, artifact, tmp_path / "bad.pt", tmp_path / "none.pt", "--backend", "torchscript",

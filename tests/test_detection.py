@@ -129,6 +129,33 @@ def test_the_gradient_is_that_of_the_chosen_querys_class_logit(spec):
     assert int(query[0]) == weakest  # the box chose its query, not the top detection
 
 
+def test_ranked_detections_are_explained_one_by_one(spec):
+    """explain_detections: rank r explains each image's r-th most probable query (of the class, if given), its
+    gradient that query's class logit, as float64 probabilities rank them; the query input picks one directly."""
+    image, *_ = inputs(spec, seed=3)
+    model, packed = packed64(spec, image)
+    logits = packed.detach()[..., :-4]
+    probabilities = logits.softmax(-1)[..., :-1] if logits.shape[-1] == len(CLASSES) + 1 else logits.sigmoid()
+    explainer = salrt.load(spec)
+    for target in (None, 1):
+        ranked_by = probabilities.amax(2) if target is None else probabilities[..., target]
+        expected = ranked_by.topk(3, dim=1).indices
+        for rank, result in enumerate(explainer.explain_detections(image, 3, target)):
+            query = expected[:, rank]
+            assert result.used_query.tolist() == query.tolist(), (target, rank)
+            used = probabilities[torch.arange(3), query].argmax(1) if target is None else torch.full((3,), target)
+            assert result.used_target.tolist() == used.tolist()
+            x = image.double().requires_grad_(True)
+            (grad,) = torch.autograd.grad(model(x)[torch.arange(3), query, used].sum(), x)
+            errors = sorted(float((a.double() - e).norm() / e.norm()) for a, e in zip(result.grad, grad))
+            assert errors[1] < 1e-4 and errors[-1] < 1e-2, errors
+    assert explainer.explain(image, query=[4, 0, 5]).used_query.tolist() == [4, 0, 5]
+    with pytest.raises(InputError, match="query must be a query's index below 6"):
+        explainer.explain(image, query=6)
+    with pytest.raises(InputError, match="must be 1 to 6"):
+        explainer.explain_detections(image, 7)
+
+
 def test_exported_graphs_choose_and_explain_as_eager(tmp_path, tmp_path_factory):
     """DETR: its position embeddings are memoized by shape in transformers, which a symbolic batch cannot be."""
     spec = hf_detector("detr", tmp_path_factory)
@@ -136,7 +163,7 @@ def test_exported_graphs_choose_and_explain_as_eager(tmp_path, tmp_path_factory)
                              method=Method("integrated_gradients", steps=4))
     manifest = salrt.load(directory, backend="onnxruntime").manifest
     assert manifest["task"] == {"name": "detection", "no_object": 1}  # DETR's last logit: "no object"
-    assert [io["name"] for io in manifest["inputs"]] == ["image", "target", "box"]
+    assert [io["name"] for io in manifest["inputs"]] == ["image", "target", "box", "query"]
     assert manifest["outputs"][0]["shape"] == ["N", 6, 4]
     image, target, box, _ = inputs(spec, seed=2)
     eager = salrt.load(spec, method=Method("integrated_gradients", steps=4)).explain(image, target, box=box)
@@ -145,6 +172,8 @@ def test_exported_graphs_choose_and_explain_as_eager(tmp_path, tmp_path_factory)
         assert result.used_query.tolist() == eager.used_query.tolist(), backend
         assert (result.saliency - eager.saliency).abs().max() < 1e-3, backend
         assert torch.allclose(result.used_box, eager.used_box, atol=1e-4), backend
+        chosen = salrt.load(directory, backend=backend).explain(image, target, query=[3, 5, -1])
+        assert chosen.used_query.tolist() == [3, 5, int(eager.used_query[2])], backend
 
 
 @pytest.mark.parametrize("box, message", [
@@ -176,10 +205,11 @@ def test_a_detector_with_non_maximum_suppression_is_refused_with_the_reason():
 
 
 def test_the_cli_explains_a_box_and_draws_it(tmp_path, photo_files):
+    import inspect
     import numpy as np
+    import pandas as pd
     from PIL import Image
     from test_cli import salrt_cli
-    import inspect
     (tmp_path / "my_detector.py").write_text("import torch\n\n\n" + inspect.getsource(TinyDetector))
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES))
     photo = next(iter(photo_files.values()))
@@ -188,3 +218,12 @@ def test_the_cli_explains_a_box_and_draws_it(tmp_path, photo_files):
     assert done.returncode == 0, done.stderr
     overlay = np.asarray(Image.open(tmp_path / "out" / f"{photo.stem}_overlay.png"))
     assert ((overlay == (0, 255, 255)).all(-1)).sum() > 2 * SIZE  # the explained query's box
+    done = salrt_cli("explain", "my_detector:TinyDetector", "--classes", "classes.txt", "--image-size", str(SIZE),
+                     photo, "--top-detections", "2", "--out", tmp_path / "ranked", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "detection 2: " in done.stdout
+    row = pd.read_parquet(tmp_path / "ranked" / "results.parquet").iloc[0]
+    assert [d["files"].tolist() for d in row["detections"]] == \
+        [[f"{photo.stem}_det{r}_saliency.png", f"{photo.stem}_det{r}_overlay.png"] for r in (1, 2)]
+    assert len({d["query"] for d in row["detections"]}) == 2 and row["detections"][0]["class_name"] == row["class_name"]
+    assert all((tmp_path / "ranked" / name).is_file() for name in row["files"])

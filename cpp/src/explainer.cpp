@@ -162,7 +162,9 @@ struct Explainer::Impl {
     std::string name;
     std::vector<int64_t> row_shape;
     double fill = -1;
+    bool integer = false;  // int64 (detection's query), else float32
   };
+  int64_t queries = 0;  // a detector's queries (its logits' [N, Q, L]): the query input's bound
   std::vector<TaskInput> task_inputs;
   int64_t images_per_call = 0;  // sampling methods: the most images one call may hold (memory); 0: any
   bool single_image = false;    // the file's manifest entry says "batch": 1 (it checks no shapes)
@@ -216,8 +218,11 @@ void Explainer::Impl::read_manifest() {
       const auto shape = inputs[k].at("shape");
       std::vector<int64_t> row_shape;
       for (size_t d = 1; d < shape.size(); ++d) row_shape.push_back(shape.at(d).get<int64_t>());
-      task_inputs.push_back({inputs[k].at("name").get<std::string>(), row_shape, inputs[k].value("default", -1.0)});
+      task_inputs.push_back({inputs[k].at("name").get<std::string>(), row_shape, inputs[k].value("default", -1.0),
+                             inputs[k].at("dtype").get<std::string>() == "int64"});
     }
+    for (const auto& io : manifest.at("outputs"))
+      if (io.at("name") == "logits" && io.at("shape").size() == 3) queries = io.at("shape").at(1).get<int64_t>();
     if (!manifest.at("files").is_object()) throw Error("\"files\" is not an object");
   } catch (const std::exception& err) {
     throw Error(path + " is corrupt: " + err.what());
@@ -357,17 +362,22 @@ std::vector<at::Tensor> Explainer::Impl::checked_task_inputs(const TaskInputs& g
 at::Tensor Explainer::Impl::checked_task_input(const TaskInput& spec, const at::Tensor& given, int64_t n) const {
   std::vector<int64_t> shape{n};
   shape.insert(shape.end(), spec.row_shape.begin(), spec.row_shape.end());
-  if (!given.defined()) return at::full(shape, spec.fill, at::TensorOptions().dtype(at::kFloat));
+  const at::ScalarType dtype = spec.integer ? at::kLong : at::kFloat;
+  if (!given.defined()) return at::full(shape, spec.fill, at::TensorOptions().dtype(dtype));
   const at::Tensor row_example = at::empty(spec.row_shape), batch_example = at::empty(shape);
   at::Tensor value = given;
   if (value.sizes() == row_example.sizes()) value = value.unsqueeze(0).expand(shape);
-  if (value.sizes() != batch_example.sizes() || value.is_complex())
+  if (value.sizes() != batch_example.sizes() || value.is_complex() ||
+      (spec.integer && !c10::isIntegralType(value.scalar_type(), /*includeBool=*/false)))
     throw Error(spec.name + " must be " + shape_of(row_example) + " or " + shape_of(batch_example) +
                 " (one for every image, or one per image), got " + dtype_name(given.scalar_type()) + " " +
                 shape_of(given));
-  value = value.to(at::kCPU, at::kFloat).contiguous();
-  if (!at::isfinite(value).all().item<bool>()) throw Error(spec.name + " holds NaN or Inf values");
+  value = value.to(at::kCPU, dtype).contiguous();
+  if (!spec.integer && !at::isfinite(value).all().item<bool>()) throw Error(spec.name + " holds NaN or Inf values");
   if (spec.name == "box") check_box(value);
+  if (spec.name == "query" && value.max().item<int64_t>() >= queries)
+    throw Error("query must be a query's index below " + std::to_string(queries) + " (the model's queries), one or "
+                "one per image, got " + std::to_string(value.max().item<int64_t>()));
   return value;
 }
 

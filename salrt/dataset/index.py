@@ -21,6 +21,9 @@ COLUMNS = {
     "class_name": "that class's name",
     "probability": "its softmax probability",
     "top5": "the 5 most probable classes: [{index, name, probability}] (CSV: as JSON)",
+    "detections": "a detector's explained detections, the first the class and files above (--top-detections K: "
+                  "K of them, ranked): [{query, class_index, class_name, probability, box: [x0, y0, x1, y1] in "
+                  "input pixels, score: the class logit explained, files}] (CSV: as JSON); null for other models",
     "files": "the files written for it, relative to --out (CSV: as JSON)",
     "backend": "the backend that computed it",
     "error": "why it failed; null when it was explained",
@@ -50,10 +53,13 @@ def schema():
     """The index's arrow schema: COLUMNS with their types."""
     import pyarrow as pa
     top = pa.struct([("index", pa.int64()), ("name", pa.string()), ("probability", pa.float64())])
+    detection = pa.struct([("query", pa.int64()), ("class_index", pa.int64()), ("class_name", pa.string()),
+                           ("probability", pa.float64()), ("box", pa.list_(pa.float64())), ("score", pa.float64()),
+                           ("files", pa.list_(pa.string()))])
     return pa.schema([("path", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
                       ("class_index", pa.int64()), ("class_name", pa.string()), ("probability", pa.float64()),
-                      ("top5", pa.list_(top)), ("files", pa.list_(pa.string())), ("backend", pa.string()),
-                      ("error", pa.string())])
+                      ("top5", pa.list_(top)), ("detections", pa.list_(detection)), ("files", pa.list_(pa.string())),
+                      ("backend", pa.string()), ("error", pa.string())])
 
 
 def _write_parquet(rows: Iterable[dict], file) -> None:
@@ -72,6 +78,7 @@ def _write_csv(rows: Iterable[dict], file) -> None:
     writer = csv.DictWriter(text, fieldnames=list(COLUMNS))
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, **{key: "" if row[key] is None else json.dumps(row[key]) for key in ("top5", "files")}})
+        writer.writerow({**row, **{key: "" if row[key] is None else json.dumps(row[key])
+                                   for key in ("top5", "detections", "files")}})
     text.flush()
     text.detach()  # the caller closes the file

@@ -38,14 +38,19 @@ class InputSet:
     inputs: list[Input]
     root: Path
     named_one_by_one: bool  # only files were given: flat output names, and bad files fail the run up front
+    detections: int = 0     # --top-detections: maps per input, named _det1, _det2, ...; 0: one map, unnumbered
 
     def __len__(self) -> int:
         return len(self.inputs)
 
-    def outputs(self, item: Input, save: Iterable[str]) -> list[tuple[str, str]]:
-        """(kind, file name relative to --out) of each file ``item`` writes for the --save choices; kind is
-        one of OUTPUT_KINDS' "saliency.png", "overlay.png", "saliency.npy", "grad.npy"."""
-        return output_names(self.output_base(item), save)
+    def outputs(self, item: Input, save: Iterable[str]) -> list[list[tuple[str, str]]]:
+        """Per map of ``item`` (one, or one per ranked detection), (kind, file name relative to --out) of each
+        file it writes for the --save choices; kind is one of OUTPUT_KINDS' "saliency.png", "overlay.png",
+        "saliency.npy", "grad.npy"."""
+        base = self.output_base(item)
+        if not self.detections:
+            return [output_names(base, save)]
+        return [output_names(f"{base}_det{rank}", save) for rank in range(1, self.detections + 1)]
 
     def output_base(self, item: Input) -> str:
         """What ``item``'s output names start with: its relative path, or its stem for files named one by one."""
@@ -56,7 +61,7 @@ class InputSet:
         save = list(save)
         writer_of: dict[str, Input] = {}
         for item in self.inputs:
-            for _, name in self.outputs(item, save):
+            for _, name in (output for per_map in self.outputs(item, save) for output in per_map):
                 first = writer_of.setdefault(name, item)
                 if first is not item:
                     raise InputError(f"{first.path} and {item.path} would both write {name}; name their directory "

@@ -42,6 +42,8 @@ TASK_INPUTS = {t.name: t for t in (
            default=-1),
     Tensor("box", "float32", (BATCH, 4), "detection: x0, y0, x1, y1 in input pixels; the query whose predicted box "
                                          "overlaps it most is explained; negative = the top detection", default=-1),
+    Tensor("query", "int64", (BATCH,), "detection: the query to explain, by index (ranked detections); negative = "
+                                       "the one the box, the class or the score picks", default=-1),
 )}
 BASE_INPUTS = tuple(t.name for t in INPUTS)
 OUTPUTS = {t.name: t for t in (

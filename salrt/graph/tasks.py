@@ -16,8 +16,9 @@ that come with it. A task wraps a method's function (``methods``) without the me
 - ``detection`` (set-prediction detectors: DETR and its relatives, YOLOS, RT-DETR): the model returns logits
   [N,Q,L] and boxes [N,Q,4] (normalized cx, cy, w, h, as Hugging Face's ``pred_boxes``), which salrt packs as
   one [N,Q,L+4] tensor (``models.spec.logits_of``). The score is one query's class logit, pytorch-grad-cam's
-  ``FasterRCNNBoxScoreTarget`` for a set predictor: the query whose box overlaps the ``box`` input [N,4]
-  (x0, y0, x1, y1 in input pixels) most, else the query most probably of the target class, else the most
+  ``FasterRCNNBoxScoreTarget`` for a set predictor: the ``query`` input's (an index: ranked detections), else
+  the query whose box overlaps the ``box`` input [N,4] (x0, y0, x1, y1 in input pixels) most, else the query
+  most probably of the target class, else the most
   probable detection (probabilities: softmax with the last logit "no object", DETR's and YOLOS's heads, else
   sigmoid). Outputs add ``used_query``, ``used_box`` (its predicted box, corners in pixels) and ``score``.
 
@@ -181,22 +182,33 @@ def class_probabilities(logits: torch.Tensor, no_object: int) -> torch.Tensor:
     return logits.softmax(-1)[..., :-1] if no_object else logits.sigmoid()
 
 
-def _choose_detection(task: Task, packed: torch.Tensor, image, target, box) -> dict:
-    """The query and class explained: the query whose box overlaps the given box most, else the query most
-    probably of the given class, else the most probable detection of any class; the class given, else that
-    query's most probable one."""
+def _choose_detection(task: Task, packed: torch.Tensor, image, target, box, query) -> dict:
+    """The query and class explained: the query given, else the query whose box overlaps the given box most,
+    else the query most probably of the given class, else the most probable detection of any class; the class
+    given, else that query's most probable one."""
     logits, boxes = packed[..., :-BOX_VALUES], box_corners(packed[..., -BOX_VALUES:], image.shape[2:])
     probabilities = class_probabilities(logits, task.no_object)
     queries, classes = probabilities.shape[1:]
     given_box, given_class = box.amin(1) >= 0, target >= 0
     of_class = probabilities.gather(2, target.clamp_min(0).reshape(-1, 1, 1).expand(-1, queries, 1)).squeeze(2)
     top = probabilities.flatten(1).argmax(1)
-    query = torch.where(given_box, overlaps(boxes, box).argmax(1),
-                        torch.where(given_class, of_class.argmax(1), top // classes))
+    chosen = torch.where(given_box, overlaps(boxes, box).argmax(1),
+                         torch.where(given_class, of_class.argmax(1), top // classes))
+    query = torch.where(query >= 0, query, chosen)
+    # the top detection's class is its query's most probable one too: one rule for every case
     at_query = probabilities.gather(1, query.reshape(-1, 1, 1).expand(-1, 1, classes)).squeeze(1).argmax(1)
-    used = torch.where(given_class, target, torch.where(given_box, at_query, top % classes))
+    used = torch.where(given_class, target, at_query)
     picked = boxes.gather(1, query.reshape(-1, 1, 1).expand(-1, 1, BOX_VALUES)).squeeze(1)
     return {"logits": logits, "used": used, "query": query, "box": picked}
+
+
+def ranked_detections(logits: torch.Tensor, no_object: int, target: torch.Tensor, count: int) -> torch.Tensor:
+    """[N, count]: each image's queries from the most probable detection down (of the target class where one
+    is given, else of any class), as ``_choose_detection`` picks the first of them by default."""
+    probabilities = class_probabilities(logits, no_object)
+    of_class = probabilities.gather(2, target.clamp_min(0).reshape(-1, 1, 1).expand(-1, probabilities.shape[1], 1))
+    ranked_by = torch.where(target.reshape(-1, 1) >= 0, of_class.squeeze(2), probabilities.amax(2))
+    return ranked_by.topk(count, dim=1).indices
 
 
 def _query_scores(packed: torch.Tensor, chosen: dict) -> torch.Tensor:
@@ -227,6 +239,6 @@ TASKS = {spec.name: spec for spec in (
     TaskSpec("classification", _classification),
     TaskSpec("segmentation", _scored(_choose_region, _region_scores, ("region",)), inputs=("region",),
              outputs=("used_region", "score"), logits=DENSE_LOGITS, parameters=("background",)),
-    TaskSpec("detection", _scored(_choose_detection, _query_scores, ("query", "box")), inputs=("box",),
+    TaskSpec("detection", _scored(_choose_detection, _query_scores, ("query", "box")), inputs=("box", "query"),
              outputs=("used_query", "used_box", "score"), logits=QUERY_LOGITS, parameters=("no_object",)),
 )}

@@ -45,7 +45,8 @@ struct Explanation {
 // A task's inputs by name, as manifest.json's "inputs" lists them after image and target: segmentation's
 // "region" (float32 [N,H,W] or one [H,W] for all: 1 in, 0 out, weights between; a negative value: the pixels
 // predicted as the class), detection's "box" (float32 [N,4] or one [4]: x0, y0, x1, y1 in input pixels; -1s:
-// the top detection). One left out takes the manifest's default for every image.
+// the top detection), detection's "query" (int64 [N] or one: the query to explain by index; -1: chosen by box,
+// class or score). One left out takes the manifest's default for every image.
 using TaskInputs = std::map<std::string, at::Tensor>;
 
 class Explainer {
