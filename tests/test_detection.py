@@ -36,6 +36,7 @@ def hf_detector(kind: str, tmp_path_factory):
     """A Hugging Face detector with a tiny config, its weights redrawn so that queries differ, saved and read back
     as a user's directory."""
     import transformers
+    from architectures import hf_saved, redrawn
     labels = dict(id2label=dict(enumerate(CLASSES)), label2id={name: i for i, name in enumerate(CLASSES)})
     if kind == "yolos":
         config = transformers.YolosConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -50,15 +51,8 @@ def hf_detector(kind: str, tmp_path_factory):
                 embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], out_features=["stage2"]), **labels)
         model, processor = transformers.DetrForObjectDetection, transformers.DetrImageProcessor
     torch.manual_seed(0)
-    detector = model(config)
-    with torch.no_grad():
-        for name, parameter in detector.named_parameters():
-            if parameter.dim() >= 2:  # matrices, convolutions, tokens, positions (YOLOS starts them at zero)
-                parameter.normal_(0, 0.3)
-    directory = tmp_path_factory.mktemp(kind)
-    detector.save_pretrained(directory)
-    processor(size={"height": SIZE, "width": SIZE}, do_pad=False).save_pretrained(directory)
-    return salrt.models.load_model(f"hf:{directory}", image_size=SIZE)
+    return hf_saved(redrawn(model(config)), processor(size={"height": SIZE, "width": SIZE}, do_pad=False),
+                    tmp_path_factory.mktemp(kind))
 
 
 @pytest.fixture(scope="module", params=["yolos", "detr", "user"])
@@ -81,7 +75,9 @@ def reference_choice(spec, packed: torch.Tensor, target, box):
     logits, boxes = packed[..., :-4], packed[..., -4:]
     no_object = logits.shape[-1] == len(spec.categories) + 1
     probabilities = logits.softmax(-1)[..., :-1] if no_object else logits.sigmoid()
-    corners = torch.cat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], -1) * SIZE
+    height, width = spec.input_shape[1:]
+    corners = torch.cat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], -1) * \
+        torch.tensor([width, height, width, height], dtype=boxes.dtype)
     queries, classes = [], []
     for p, c, t, b in zip(probabilities, corners, target, box):
         if (b >= 0).all():
@@ -99,18 +95,28 @@ def reference_choice(spec, packed: torch.Tensor, target, box):
     return torch.tensor(queries), torch.tensor(classes), corners
 
 
-def inputs(spec, seed: int):
+def drawn_box(packed: torch.Tensor, spec) -> tuple[list, int]:
+    """A box drawn around an image's least confident query's predicted box (x0, y0, x1, y1 in input pixels),
+    and that query."""
+    height, width = spec.input_shape[1:]
+    weakest = int(packed[:, :-4].amax(1).argmin())
+    cx, cy, w, h = packed[weakest, -4:].tolist()
+    return [max(0.0, (cx - w / 2) * width), max(0.0, (cy - h / 2) * height), min(width, (cx + w / 2) * width),
+            min(height, (cy + h / 2) * height)], weakest
+
+
+def inputs(spec, seed: int, count: int = 3):
     """Images the export never saw: the first with a box drawn around its least confident query's predicted box
-    (the overlap must pick that query, not the top one), the second with a class, the third with neither."""
-    image = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    (the overlap must pick that query, not the top one), the second with a class, the third with neither; then
+    (``count`` over 3) one with a drawn box and a class, the rest with neither. At the spec's input size."""
+    image = torch.randn(count, *spec.input_shape, generator=torch.Generator().manual_seed(seed))
+    box = torch.full((count, 4), -1.0)
     with torch.no_grad():
-        packed = spec.module(image[:1])
-    weakest = int(packed[0, :, :-4].amax(1).argmin())
-    cx, cy, w, h = packed[0, weakest, -4:].tolist()
-    drawn = [max(0.0, (cx - w / 2) * SIZE), max(0.0, (cy - h / 2) * SIZE), min(SIZE, (cx + w / 2) * SIZE),
-             min(SIZE, (cy + h / 2) * SIZE)]
-    box = torch.tensor([drawn, [-1, -1, -1, -1], [-1, -1, -1, -1]])
-    return image, torch.tensor([-1, 2, -1]), box, weakest
+        drawn, weakest = drawn_box(spec.module(image[:1])[0], spec)
+        box[0] = torch.tensor(drawn)
+        if count > 3:
+            box[3] = torch.tensor(drawn_box(spec.module(image[3:4])[0], spec)[0])
+    return image, torch.tensor([-1, 2, -1, 0, -1] + [-1] * count)[:count], box, weakest
 
 
 def test_the_gradient_is_that_of_the_chosen_querys_class_logit(spec):

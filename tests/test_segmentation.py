@@ -41,15 +41,15 @@ def segformer_spec(tmp_path_factory):
     """A Hugging Face SegFormer with a tiny config, saved and read back as a user's directory: logits at a
     quarter of the input size."""
     import transformers
+    from architectures import hf_saved
     config = transformers.SegformerConfig(
         num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
         strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=3,
         id2label={0: "background", 1: "lesion", 2: "vessel"}, label2id={"background": 0, "lesion": 1, "vessel": 2})
     torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("segformer")
-    transformers.SegformerForSemanticSegmentation(config).save_pretrained(directory)
-    transformers.SegformerImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(directory)
-    return salrt.models.load_model(f"hf:{directory}")
+    return hf_saved(transformers.SegformerForSemanticSegmentation(config),
+                    transformers.SegformerImageProcessor(size={"height": SIZE, "width": SIZE}),
+                    tmp_path_factory.mktemp("segformer"))
 
 
 @pytest.fixture(scope="module", params=["lraspp_mobilenet_v3_large", "segformer", "unet"])
@@ -61,18 +61,23 @@ def spec(request, tmp_path_factory):
     return salrt.models.load_model(request.param, "random", image_size=SIZE)
 
 
-def inputs(spec, seed: int):
+def inputs(spec, seed: int, count: int = 3):
     """Images the export never saw, one with a given class and region, one with a given class and the default
-    region, one all default."""
+    region, one all default; then (``count`` over 3) one with a given region and the default class, the rest all
+    default. At the spec's input size."""
+    height, width = spec.input_shape[1:]
     generator = torch.Generator().manual_seed(seed)
-    image = torch.randn(3, *spec.input_shape, generator=generator)
-    region = torch.full((3, SIZE, SIZE), -1.0)
-    region[0] = 0
-    region[0, 8:40, 16:56] = 1
-    region[0, 20:30, 20:30] = 0.5  # weights, not just a mask
+    image = torch.randn(count, *spec.input_shape, generator=generator)
+    region = torch.full((count, height, width), -1.0)
+    given = torch.zeros(height, width)
+    given[height // 8: height * 5 // 8, width // 4: width * 7 // 8] = 1
+    given[height * 5 // 16: height * 15 // 32, width * 5 // 16: width * 15 // 32] = 0.5  # weights, not just a mask
+    region[0] = given
+    if count > 3:
+        region[3] = given
     with torch.no_grad():
         predicted = spec.module(image).argmax(1)
-    target = torch.tensor([1, int(predicted[1].flatten().mode().values), -1])
+    target = torch.tensor([1, int(predicted[1].flatten().mode().values)] + [-1] * (count - 2))
     return image, target, region
 
 
