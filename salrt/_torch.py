@@ -63,7 +63,23 @@ def trace(fn: Callable, decompositions: dict, *inputs) -> torch.fx.GraphModule:
     """
     mode = detect_fake_mode(inputs)
     with mode if mode is not None else contextlib.nullcontext(), _SymbolicResampling(), _transformers_uncached():
-        return make_fx(fn, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs)
+        gm = make_fx(fn, decomposition_table=decompositions, _allow_non_fake_inputs=True)(*inputs)
+    if mode is not None and mode.shape_env is not None:
+        _refuse_a_fixed_batch(mode.shape_env, inputs[0])
+    return gm
+
+
+def _refuse_a_fixed_batch(shape_env: ShapeEnv, first: torch.Tensor) -> None:
+    """An error naming the model's line where tracing fixed the symbolic batch to the example's size (Python
+    code that reads it as an int: ``len(x)``, ``int(x.shape[0])``): such a graph runs for that batch only."""
+    fixed = shape_env.replace(first.shape[0].node.expr) if isinstance(first.shape[0], torch.SymInt) else None
+    if fixed is None or not fixed.is_number:
+        return
+    pinned = (guard for guard in shape_env.guards if str(guard.expr).startswith("Eq(") and
+              str(guard.expr).endswith(f", {fixed})"))
+    where = next((str(guard.sloc).strip("()") for guard in pinned), "where is unknown")
+    raise NotImplementedError(f"the model fixes the batch size while it is traced ({where}: Python code reading a "
+                              "batch-sized tensor's length as an int, e.g. len(x)), so no graph of it takes any batch")
 
 
 @contextlib.contextmanager
@@ -84,7 +100,7 @@ def _transformers_uncached():
 
 
 class _SymbolicResampling(TorchFunctionMode):
-    """``F.interpolate`` calls aten's ``.vec`` overloads, some of whose C++ composite kernels read the input's
+    """Resampling made traceable: ``F.grid_sample`` as gathers (``grid_sample``); and ``F.interpolate``, which calls aten's ``.vec`` overloads, some of whose C++ composite kernels read the input's
     sizes as plain integers: the symbolic batch is then specialized to the example's (timm's HRNet, nearest
     by a scale, and CrossViT, bicubic to a size, exported for N == 2 only). While tracing, such a call is made
     here instead: the output size computed from the symbolic sizes (as PyTorch's own decomposition does),
@@ -99,7 +115,25 @@ class _SymbolicResampling(TorchFunctionMode):
             call.apply_defaults()
             if resampling_op(call.arguments) is not None:
                 return interpolate(**call.arguments)
+        if func is torch.nn.functional.grid_sample:
+            call = _GRID_SAMPLE.bind(*args, **kwargs)
+            call.apply_defaults()
+            if call.arguments["input"].dim() == 4:
+                return grid_sample(**call.arguments)
         return func(*args, **kwargs)
+
+
+_GRID_SAMPLE = inspect.signature(torch.nn.functional.grid_sample)
+_GRID_MODES = {"bilinear": 0, "nearest": 1, "bicubic": 2}
+_GRID_PADDINGS = {"zeros": 0, "border": 1, "reflection": 2}
+
+
+def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
+    """2-D ``F.grid_sample`` as PyTorch's own decomposition writes it: gathers and arithmetic, whose gradients
+    (scatter-adds) every format runs. Autograd records ``grid_sampler_2d`` otherwise, and its backward op has
+    no decomposition (Deformable DETR's and RT-DETR's deformable attention samples so)."""
+    from torch._decomp.decompositions import _grid_sampler_2d
+    return _grid_sampler_2d(input, grid, _GRID_MODES[mode], _GRID_PADDINGS[padding_mode], bool(align_corners))
 
 
 _INTERPOLATE = inspect.signature(torch.nn.functional.interpolate)

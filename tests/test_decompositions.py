@@ -266,3 +266,41 @@ def test_matrix_products_never_expand_a_weight_over_a_batch():
         logits, _, saliency, *_ = graph(x, torch.tensor([0, -1, 4]))
         torch.testing.assert_close(logits, expected.logits)
         torch.testing.assert_close(saliency, expected.saliency, atol=1e-4, rtol=0)
+
+
+class _DeformableSampling(torch.nn.Module):
+    """Deformable attention's core: sampling points offset by the features themselves, so the image's gradient
+    flows through both the sampled map and the grid (Deformable DETR's and RT-DETR's ``grid_sample``)."""
+
+    def __init__(self, mode: str, padding_mode: str, align_corners: bool):
+        super().__init__()
+        self.options = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+        self.features, self.offsets = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 2, 3, padding=1)
+        self.head = torch.nn.Linear(4, 5)
+
+    def forward(self, x):
+        features = self.features(x).tanh()
+        base = F.affine_grid(torch.eye(2, 3).expand(x.shape[0], 2, 3) * 1.1, list(features.shape), align_corners=False)
+        grid = base + 0.3 * self.offsets(features).permute(0, 2, 3, 1).tanh()
+        return self.head(F.grid_sample(features, grid, **self.options).mean((2, 3)))
+
+
+@pytest.mark.parametrize("mode, padding_mode, align_corners", [("bilinear", "zeros", False),
+                                                               ("bilinear", "border", True),
+                                                               ("nearest", "reflection", False)])
+def test_grid_sample_exports_with_the_gradients_of_its_map_and_grid(tmp_path, mode, padding_mode, align_corners):
+    """Autograd's grid_sampler_2d_backward has no forward-op form; traced as PyTorch's decomposition (gathers),
+    its gradients are scatter-adds: ONNX and TorchScript against float64 autograd, at batch sizes never traced."""
+    import salrt
+    from conftest import reference, relative_l2
+    torch.manual_seed(0)
+    model = _DeformableSampling(mode, padding_mode, align_corners).eval()
+    directory = salrt.export(model, tmp_path / "artifact", formats="onnx,torchscript", image_size=32)
+    for backend in ("onnxruntime", "torchscript"):
+        explainer = salrt.load(directory, backend=backend)
+        for n in (1, 3):
+            image = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
+            result = explainer.explain(image)
+            _, used, _, expected = reference(model, image, torch.full((n,), -1))
+            assert torch.equal(result.target, used) and result.grad.abs().amax() > 0
+            assert max(relative_l2(g, e) for g, e in zip(result.grad, expected)) < 1e-4, (backend, n)

@@ -237,3 +237,22 @@ def test_cli_exports_and_explains_a_module_of_the_users_own(tmp_path, photo_file
                                                            "[1, 3, 224, 224] image"), done.stderr
     done = salrt_cli("export", "mymodels:build_classifier", "--image-size", "4x")
     assert done.returncode == 2 and "expected N or HxW" in done.stderr
+
+
+class _BatchFromLen(torch.nn.Module):
+    """Reads the batch as a Python int (transformers' RT-DETR does: ``batch_size = len(source_flatten)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.head(x.mean((2, 3)).reshape(len(x), -1))
+
+
+def test_a_model_that_fixes_the_batch_is_refused_naming_its_line(tmp_path):
+    from salrt.errors import ExportError
+    with pytest.raises(ExportError, match=r"fixes the batch size while it is traced \(.*test_own_models.py:\d+ in "
+                                          r"forward: .*len\(x\)\)"):
+        salrt.export(_BatchFromLen(), tmp_path / "fixed", formats="torchscript", image_size=32)
+    assert not (tmp_path / "fixed").exists()

@@ -13,7 +13,7 @@ that come with it. A task wraps a method's function (``methods``) without the me
   "__background__" (torchvision's VOC models, many Hugging Face configs); a model without one (ADE20K's 150
   classes, a U-Net's numbered classes) has none to leave out. Outputs add ``used_region`` (what was explained, at
   h x w: an empty one means a zero map, which ``salrt.load(...).explain`` refuses) and ``score``.
-- ``detection`` (set-prediction detectors: DETR and its relatives, YOLOS, RT-DETR): the model returns logits
+- ``detection`` (set-prediction detectors: DETR and its relatives, YOLOS): the model returns logits
   [N,Q,L] and boxes [N,Q,4] (normalized cx, cy, w, h, as Hugging Face's ``pred_boxes``), which salrt packs as
   one [N,Q,L+4] tensor (``models.spec.logits_of``). The score is one query's class logit, pytorch-grad-cam's
   ``FasterRCNNBoxScoreTarget`` for a set predictor: the ``query`` input's (an index: ranked detections), else
@@ -178,7 +178,7 @@ def overlaps(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
 
 def class_probabilities(logits: torch.Tensor, no_object: int) -> torch.Tensor:
     """[N,Q,K]: each query's probability of each class: softmax with a "no object" class (DETR, YOLOS; left out
-    here), else sigmoid (Deformable and Conditional DETR, RT-DETR: focal-loss heads)."""
+    here), else sigmoid (Deformable and Conditional DETR: focal-loss heads)."""
     return logits.softmax(-1)[..., :-1] if no_object else logits.sigmoid()
 
 

@@ -182,8 +182,8 @@ def logits_of(output, model_name: str, task: Optional[str] = None) -> torch.Tens
 AFTER_NMS = ("returns detections after non-maximum suppression (torchvision's Faster R-CNN, RetinaNet, FCOS, SSD: "
              "torchvision.ops.batched_nms keeps a number of boxes per image known only at run time, a list of "
              "[n_i, 4] boxes and [n_i] scores), which no graph with fixed output shapes returns; salrt explains "
-             "set-prediction detectors, whose every query is an output (DETR, Deformable DETR, RT-DETR, YOLOS: "
-             "hf:...)")
+             "set-prediction detectors, whose every query is an output (DETR, Conditional and Deformable DETR, "
+             "YOLOS: hf:...)")
 
 
 def _boxes_of(output) -> Optional[torch.Tensor]:
