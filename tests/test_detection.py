@@ -233,3 +233,30 @@ def test_the_cli_explains_a_box_and_draws_it(tmp_path, photo_files):
         [[f"{photo.stem}_det{r}_saliency.png", f"{photo.stem}_det{r}_overlay.png"] for r in (1, 2)]
     assert len({d["query"] for d in row["detections"]}) == 2 and row["detections"][0]["class_name"] == row["class_name"]
     assert all((tmp_path / "ranked" / name).is_file() for name in row["files"])
+
+
+@pytest.mark.parametrize("kind", ["detr", "user"])
+def test_gradcam_is_pytorch_grad_cams_on_the_chosen_querys_class_logit(kind, tmp_path_factory):
+    """The CAM family on a detector: pytorch-grad-cam in float64, its target the query and class salrt chose
+    (a callable on each image's packed output, as its FasterRCNNBoxScoreTarget is on a box list)."""
+    from cam_references import tokens_to_grid
+    from pytorch_grad_cam import GradCAM
+    from salrt.graph.layers import user_root
+    if kind == "user":
+        torch.manual_seed(0)
+        spec = salrt.models.as_spec(TinyDetector(), categories=CLASSES, image_size=SIZE)
+    else:
+        spec = hf_detector(kind, tmp_path_factory)
+    image, target, box, _ = inputs(spec, seed=4)
+    explainer = salrt.load(spec, method=Method("gradcam"))
+    result = explainer.explain(image, target, box=box)
+    model = copy.deepcopy(spec.module).double().requires_grad_(True)
+    tap = explainer.manifest["method"]["taps"][0]  # DETR's: the encoder's image tokens, as the decoder reads them
+    reshape = tokens_to_grid(tap["prefix"], tuple(tap["grid"])) if tap["layout"] == "tokens" else None
+    layer = user_root(model).get_submodule(tap["path"])
+    targets = [lambda packed, q=int(q), k=int(k): packed[q, k] for q, k in zip(result.used_query, result.used_target)]
+    with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        expected = cam(input_tensor=image.double(), targets=targets)
+    errors = sorted(float((a.double() - torch.from_numpy(e)).abs().max()) for a, e in zip(result.saliency, expected))
+    assert errors[1] < 1e-4 and errors[-1] < 1e-2, errors
+    assert all(float(s.std()) > 0 for s in result.saliency)

@@ -31,6 +31,7 @@ import torch
 from ..errors import InputError
 from ..models.spec import Logits
 from .io import as_image_shape
+from .tasks import BOX_VALUES
 
 LAYOUTS = ("nchw", "nhwc", "tokens")
 MAX_PREFIX_TOKENS = 32  # class + distillation + up to 30 register tokens
@@ -165,7 +166,7 @@ def probe(model: torch.nn.Module, image_shape: Sequence[int]) -> list[Candidate]
             x = image.to(reference.device, reference.dtype if reference.is_floating_point() else image.dtype)
             x.requires_grad_(True)
             logits = model(x)
-            score = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+            score = _top_score(logits)
             reached = [t for _, _, t, _ in seen if t.requires_grad]  # others do not depend on the image
             found = iter(torch.autograd.grad(score, reached, allow_unused=True) if reached else [])
             grads = [next(found) if t.requires_grad else None for _, _, t, _ in seen]
@@ -179,6 +180,14 @@ def probe(model: torch.nn.Module, image_shape: Sequence[int]) -> list[Candidate]
         spatial = tap is not None and grad is not None and _positions_reached(tap.as_map(grad)) >= 2
         candidates.append(Candidate(name, tap, spatial, through, isinstance(module, POOLING), calls[name]))
     return candidates
+
+
+def _top_score(logits: torch.Tensor) -> torch.Tensor:
+    """What the probe differentiates, as each task scores by default: the top class's logit (segmentation: at
+    every pixel; detection: of the top query, its box values left out, which no class score depends on)."""
+    if logits.dim() == 3:  # a detector's packed [N,Q,L+4]
+        logits = logits[..., :-BOX_VALUES].flatten(1)
+    return logits.gather(1, logits.argmax(1, keepdim=True)).sum()
 
 
 def _same_storage(output: torch.Tensor, given: torch.Tensor) -> bool:
