@@ -32,7 +32,7 @@ from .images import region_mask
 from .formats import AUTO
 from .graph import Method
 from .models import Preprocessing
-from .render import boxed, heatmap, outlined, overlay
+from .render import beside, boxed, heatmap, outlined, overlay, segmentation
 from .runtime import Explanation, load
 
 WRITES_AHEAD = 2  # batches whose files may wait for the writer thread while the model runs
@@ -368,8 +368,9 @@ def _write_file(kind: str, path: Path, loaded: Loaded, result: Explanation, j: i
         return save_png(path, heatmap(saliency))
     if kind == "overlay.png":
         picture = overlay(Image.fromarray(loaded.shown.numpy()), saliency)
-        if result.used_region is not None:  # segmentation: the region explained, outlined
-            picture = outlined(picture, result.used_region[j])
+        if result.used_region is not None:  # segmentation: the region explained, outlined, beside the prediction
+            predicted = segmentation(result.logits[j].argmax(0), picture.size, result.categories)
+            picture = beside(outlined(picture, result.used_region[j]), outlined(predicted, result.used_region[j]))
         if result.used_box is not None:  # detection: the explained query's box
             picture = boxed(picture, result.used_box[j], saliency.shape)
         return save_png(path, picture)

@@ -45,6 +45,32 @@ def outlined(image: Image.Image, region: torch.Tensor, colour=(0, 255, 255)) -> 
     return Image.fromarray(pixels)
 
 
+LEGEND_CLASSES = 3  # the most predicted classes named on a segmentation panel
+
+
+def segmentation(predicted: torch.Tensor, size: tuple[int, int], categories) -> Image.Image:
+    """An [h, w] map of class indices as an RGB image of ``size`` (W, H): a colour per class (tab20's, cycled),
+    nearest-resized so the classes' borders stay sharp, the most predicted classes named in its bottom corner."""
+    palette = (np.asarray(colormaps["tab20"].colors) * 255).round().astype(np.uint8)
+    classes = predicted.detach().cpu().numpy()
+    picture = Image.fromarray(palette[classes % len(palette)]).resize(size, Image.NEAREST)
+    found, counts = np.unique(classes, return_counts=True)
+    named = found[np.argsort(-counts)][:LEGEND_CLASSES]
+    draw, line = ImageDraw.Draw(picture), 12
+    top = picture.height - line * len(named) - 2
+    draw.rectangle([0, top, max(draw.textlength(categories[c]) for c in named) + 14, picture.height], fill="white")
+    for row, c in enumerate(named):
+        y = top + 2 + row * line
+        draw.rectangle([2, y + 1, 9, y + 8], fill=tuple(int(v) for v in palette[c % len(palette)]))
+        draw.text((12, y - 1), categories[c], fill="black")
+    return picture
+
+
+def beside(left: Image.Image, right: Image.Image) -> Image.Image:
+    """Two pictures of one height side by side, a white gap between them."""
+    return contact_sheet([[left, right]])
+
+
 def boxed(image: Image.Image, box: torch.Tensor, size, colour=(0, 255, 255)) -> Image.Image:
     """``image`` with a box (x0, y0, x1, y1 in pixels of an input of ``size`` (H, W)) drawn over it: what a
     detection explanation explained."""

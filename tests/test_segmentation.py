@@ -293,8 +293,11 @@ def test_a_dataset_takes_a_mask_per_image_and_records_an_image_without_one(tmp_p
     assert rows.loc[first.name, "error"] is None and rows.loc[first.name, "class_name"] == "car"
     assert f"no region mask at {masks / second.stem}.png" in rows.loc[second.name, "error"]
     overlay = np.asarray(Image.open(tmp_path / "out" / f"{first.name}_overlay.png"))
-    border = (overlay == (0, 255, 255)).all(-1)
-    assert border[SIZE // 2 - 4: SIZE // 2 + 4].any(0).all() and not border[SIZE // 2 + 4:].any()  # the band's edge
+    assert overlay.shape[:2] == (SIZE, 2 * SIZE + 4)  # the map, then the predicted classes
+    for panel in (overlay[:, :SIZE], overlay[:, SIZE + 4:]):  # the region, outlined on both
+        border = (panel == (0, 255, 255)).all(-1)
+        assert border[SIZE // 2 - 4: SIZE // 2 + 4].any(0).all() and not border[SIZE // 2 + 4:].any()  # the band's edge
+    assert len(np.unique(overlay[:, SIZE + 4:].reshape(-1, 3), axis=0)) >= 3  # classes' colours and the outline
 
 
 def test_evaluate_refuses_a_segmentation_model_in_one_line(photo_files, tmp_path):
