@@ -8,10 +8,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional, Union
 
 import torch
@@ -102,8 +103,11 @@ def digest(directory: Path) -> str:
 
 
 def check_digest(directory: Path, expected: str) -> None:
-    """ArtifactError unless the artifact's digest is ``expected`` (checked before any of its files is loaded)."""
+    """ArtifactError unless the artifact's digest is ``expected`` (checked before any of its files is loaded);
+    its 64 hex digits alone, without the ``sha256:`` prefix, are the same digest."""
     found = digest(directory)
+    if re.fullmatch(r"[0-9a-fA-F]{64}", expected):
+        expected = DIGEST_PREFIX + expected.lower()
     if found != expected:
         raise ArtifactError(f"{directory} does not have the digest it was pinned to ({expected}); it has {found}: "
                             "a file was changed, added or removed since it was reviewed")
@@ -135,12 +139,28 @@ def verified_file(directory: Path, manifest: dict, fmt: str) -> Path:
     entry = manifest["files"].get(fmt)
     if entry is None:
         raise ArtifactError(f"{directory} has no {fmt} artifact (it has: {', '.join(manifest['files'])})")
-    path = Path(directory) / entry["file"]
+    path = _inside(Path(directory), entry, fmt)
     if not path.is_file():
         raise ArtifactError(f"{path} is missing")
     if sha256(path) != entry["sha256"]:
         raise ArtifactError(f"{path} does not match its manifest (sha256 mismatch): the file is truncated or "
                             "was modified; export it again")
+    return path
+
+
+def _inside(directory: Path, entry, fmt: str) -> Path:
+    """The path of a manifest's file entry, refused unless it names a file inside ``directory``: a relative
+    path without "..", not through a symlink that leads out (an artifact is code: model.pt2 holds a shared
+    library, and a manifest must not point a runtime at one elsewhere)."""
+    corrupt = f"{directory / MANIFEST} is corrupt: files.{fmt}"
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) for key in ("file", "sha256")):
+        raise ArtifactError(f"{corrupt} must hold \"file\" and \"sha256\" strings, got {entry!r}")
+    relative = PurePosixPath(entry["file"])
+    if relative.is_absolute() or ".." in relative.parts or str(relative) in ("", ".") or "\\" in entry["file"]:
+        raise ArtifactError(f"{corrupt}.file {entry['file']!r} is not a path inside the artifact directory")
+    path = directory / relative
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise ArtifactError(f"{path} leads outside {directory} (a symbolic link): refused")
     return path
 
 

@@ -213,3 +213,23 @@ def test_info_lists_each_repository_file(with_onnx):
     assert [row[-5] for row in rows] == ["triton/kserve.yaml", "triton/resnet18/1/model.onnx",
                                          "triton/resnet18/config.pbtxt"]
     assert [len(row) for row in rows] == [6, 5, 5] and all(row[-2] == "sha256" for row in rows)
+
+
+def test_every_source_kind_gets_one_safe_model_name_in_both_repositories(tmp_path, monkeypatch):
+    """A Hugging Face directory's name (``hf:./my-vit/``) was written as nested folders ``triton/hf:./my-vit/``,
+    which Triton cannot load; ``salrt serve`` named it otherwise. One rule now, for every source kind."""
+    import transformers
+    from salrt.formats.triton_config import triton_model_name
+    from salrt.server import model_names
+    assert [triton_model_name(source) for source in ("timm:resnet18", "hf:./my-vit/", "pkg.mod:attr", "TinyNet", "..")] \
+        == ["timm_resnet18", "hf_._my-vit_", "pkg.mod_attr", "TinyNet", "_.."]
+    monkeypatch.chdir(tmp_path)
+    config = transformers.ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                    image_size=32, patch_size=16, num_labels=3)
+    transformers.ViTForImageClassification(config).save_pretrained("my-vit")
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained("my-vit")
+    artifact = salrt.export("hf:./my-vit/", tmp_path / "artifact", formats=["triton"])
+    [model] = [path for path in (artifact / "triton").iterdir() if path.is_dir()]
+    assert model.name == "hf_._my-vit_" == read_config(model / "config.pbtxt").name
+    assert model_names(salrt.load(artifact).manifest)["tensor"] == model.name
+    assert (model / "1" / "model.onnx").is_file()

@@ -77,3 +77,38 @@ def test_cpp_computes_the_same_digest_and_refuses_another(binary, gray_artifact,
     copy = tampered(gray_artifact, tmp_path, changed)
     done = run(binary, copy, inp, tmp_path / "out2.pt", "--backend", backend, "--digest", pinned, check=False)
     assert done.returncode == 1 and "does not have the digest it was pinned to" in done.stderr, done.stderr
+
+
+def test_a_bare_hex_digest_is_the_same_digest(gray_artifact, binary, tmp_path):  # noqa: F811
+    """`salrt info` prints ``sha256:<hex>``; the hex alone was refused as another digest, naming itself."""
+    hex_only = digest(gray_artifact).removeprefix("sha256:")
+    salrt.load(gray_artifact, backend="onnxruntime", digest=hex_only.upper())
+    inp = save_input(tmp_path / "in.pt", torch.zeros(1, *GRAY_SHAPE))
+    run(binary, gray_artifact, inp, tmp_path / "out.pt", "--backend", "torchscript", "--digest", hex_only)
+    with pytest.raises(ArtifactError, match="pinned to"):
+        salrt.load(gray_artifact, digest=hex_only[:-1] + ("0" if hex_only[-1] != "0" else "1"))
+
+
+def test_a_manifest_naming_a_file_outside_its_directory_is_refused(gray_artifact, binary, tmp_path):  # noqa: F811
+    """An artifact is code (model.pt2 holds a shared library): a manifest pointing a runtime at a file elsewhere,
+    even one whose sha256 it states correctly, is refused by Python and C++ before anything loads."""
+    import json
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(gray_artifact / "model.pt", outside / "model.pt")
+    inp = save_input(tmp_path / "in.pt", torch.zeros(1, *GRAY_SHAPE))
+    hostile = {"absolute": (str(outside / "model.pt"), "is not a path inside the artifact directory"),
+               "parent": ("../elsewhere/model.pt", "is not a path inside the artifact directory"),
+               "symlink": ("linked.pt", "leads outside"),
+               "number": (7, "must hold \"file\" and \"sha256\" strings|lacks \"file\" or \"sha256\"")}
+    for case, (file, message) in hostile.items():
+        copy = shutil.copytree(gray_artifact, tmp_path / case)
+        (copy / "linked.pt").symlink_to(outside / "model.pt")
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["files"]["torchscript"]["file"] = file
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match=message):
+            salrt.load(copy, backend="torchscript")
+        done = run(binary, copy, inp, tmp_path / "out.pt", "--backend", "torchscript", check=False)
+        assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, (case, done.stderr)
+        assert any(part in done.stderr for part in message.split("|")), (case, done.stderr)

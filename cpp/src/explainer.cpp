@@ -245,7 +245,18 @@ std::string Explainer::Impl::verified_file() {
     throw Error(join(dir, "manifest.json") + " is corrupt: files." + backend + " lacks \"file\" or \"sha256\"");
   }
   single_image = entry->value("batch", int64_t{0}) == 1;
+  // an artifact is code: the manifest may name files inside its directory only (as Python's artifact._inside)
+  const fs::path relative(file);
+  bool escapes = file.empty() || relative.is_absolute() || file.find('\\') != std::string::npos;
+  for (const auto& part : relative) escapes = escapes || part == "..";
+  if (escapes)
+    throw Error(join(dir, "manifest.json") + " is corrupt: files." + backend + ".file '" + file +
+                "' is not a path inside the artifact directory");
   std::string path = join(dir, file);
+  std::error_code error;
+  const fs::path real = fs::weakly_canonical(path, error), root = fs::weakly_canonical(dir, error);
+  const auto [mismatch, _] = std::mismatch(root.begin(), root.end(), real.begin(), real.end());
+  if (mismatch != root.end()) throw Error(path + " leads outside " + dir + " (a symbolic link): refused");
   const std::string device = entry->value("device", std::string("cpu"));  // what a package was compiled for
   if (device != "cpu")
     throw Error(path + " is compiled for " + device + ", not cpu: this runtime runs on the CPU; export it again "
@@ -272,7 +283,12 @@ Explainer::Explainer(const std::string& artifact_dir, const std::string& backend
   impl_->backend = backend;
   if (!digest.empty()) {
     const std::string found = artifact_digest(artifact_dir);
-    if (found != digest)
+    std::string expected = digest;  // its 64 hex digits alone are the same digest (as in Python)
+    if (expected.size() == 64 && expected.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos) {
+      std::transform(expected.begin(), expected.end(), expected.begin(), ::tolower);
+      expected = "sha256:" + expected;
+    }
+    if (found != expected)
       throw Error(impl_->dir + " does not have the digest it was pinned to (" + digest + "); it has " + found +
                   ": a file was changed, added or removed since it was reviewed");
   }

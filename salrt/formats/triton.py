@@ -15,7 +15,8 @@ import torch
 from .._version import __version__
 from ..errors import InputError
 from . import onnx as onnx_format
-from .triton_config import check_batching, concrete_contract, model_config, model_config_pb2, write_config
+from .triton_config import (check_batching, concrete_contract, model_config, model_config_pb2, triton_model_name,
+                            write_config)
 
 
 # The model repository (`salrt export --format triton`): DIR/triton/NAME/config.pbtxt, NAME/1/model.onnx and
@@ -42,7 +43,7 @@ def write_onnx_repository(graph: torch.fx.GraphModule, path: Path, description: 
     """The ``triton`` format's writer: a model repository at ``path`` serving the ONNX graph. ``reused_file`` is the
     artifact's own model.onnx when this export wrote one: the repository links it instead of a second copy."""
     options = repository_options(options)
-    name = description["model"]
+    name = triton_model_name(description["model"])
     version = path / name / "1"
     version.mkdir(parents=True)
     shipped = _ship_onnx(graph, version / _MODEL_FILE, description, reused_file)

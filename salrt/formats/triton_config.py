@@ -11,6 +11,7 @@ Written with the ``model_config`` protobuf that ``tritonclient`` ships (``pip in
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,15 @@ def model_config_pb2():
     except ImportError:
         raise InputError("Triton support needs tritonclient: pip install 'salrt[serve]'") from None
     return model_config_pb2
+
+
+def triton_model_name(model: str) -> str:
+    """The model's name as Triton takes it, a directory name and the config's ``name`` alike: every character
+    but letters, digits, '_', '.' and '-' replaced by '_' (``hf:./my-vit/`` -> ``hf_._my-vit_``); one rule for
+    the repository of ``--format triton`` and for ``salrt serve``'s. A name of dots alone (a directory's
+    ``.``, ``..``) gets a leading '_'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", model)
+    return f"_{name}" if set(name) <= {"."} else name
 
 
 def concrete_contract(manifest: dict) -> tuple[list[dict], list[dict]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import site
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from ..artifact import read_manifest
 from ..errors import ArtifactError, InputError
 from ..formats import BY_BACKEND
 from ..graph import Task
-from ..formats.triton_config import concrete_contract, model_config, write_config
+from ..formats.triton_config import concrete_contract, model_config, triton_model_name, write_config
 from ..ops import abs_channel_max_normalize
 
 TENSOR, IMAGE = "tensor", "image"  # the two model kinds: graph tensors in, or encoded photos in
@@ -46,7 +45,7 @@ def pytriton_dir() -> Path:
 
 def model_names(manifest: dict) -> dict[str, str]:
     """{model kind: Triton model name}: the artifact's model name made a valid directory name."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", manifest["model"])
+    name = triton_model_name(manifest["model"])
     return {TENSOR: name, IMAGE: f"{name}_image"}
 
 
