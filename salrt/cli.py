@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import json
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ import click
 
 from .dataset import DEFAULT_SAVE, ON_ERROR, RAY_AUTO
 from .dataset.index import FORMATS as INDEX_FORMATS
-from .errors import InputError, SalrtError
+from .errors import InputError, Interrupted, SalrtError
 from .evaluate import RANDOMIZATION_CUTS
 from .formats import AUTO, BACKENDS, FORMATS, MEASURED_BACKENDS, QUICK_BACKENDS
 from .formats.triton import REPOSITORY_DEFAULTS
@@ -24,7 +25,8 @@ _SERVE = ServeOptions()  # salrt serve's defaults: stated once, in ServeOptions
 
 
 class _Cli(click.Group):
-    """Prints a SalrtError as one line and exits 1: users get the reason, not a traceback."""
+    """Prints a SalrtError as one line and exits 1: users get the reason, not a traceback. A run stopped by
+    Ctrl-C or SIGTERM says how to resume it and exits 130 or 143, as the signal would have."""
 
     def invoke(self, ctx):
         try:
@@ -32,6 +34,9 @@ class _Cli(click.Group):
         except SalrtError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt as err:
+            click.echo(f"interrupted: {err}" if isinstance(err, Interrupted) else "interrupted", err=True)
+            sys.exit(getattr(err, "exit_code", 128 + signal.SIGINT))
 
 
 @click.group(cls=_Cli)
@@ -266,8 +271,11 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @click.option("--on-error", type=click.Choice(ON_ERROR), default=None,
               help="an unreadable image: fail the run before any work, or continue and record it in the index "
                    "[default: fail for files named one by one, continue for directories, globs and lists]")
-@click.option("--resume", is_flag=True, help="skip inputs whose outputs and index row an earlier run into --out "
-                                             "left complete")
+@click.option("--resume", is_flag=True, help="continue the earlier run in --out: skip inputs whose outputs and "
+                                             "index row it left complete")
+@click.option("--overwrite", is_flag=True, help="replace the earlier run in --out: delete its maps, index and "
+                                                "gallery first (without --resume or --overwrite, an --out holding "
+                                                "one is refused)")
 @click.option("--html", is_flag=True, help="also write index.html: a gallery of the overlays")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="processes decoding images ahead of the model [default: one per core, at most 8]")
@@ -290,7 +298,7 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @_method_options
 @_model_options
 def explain(source, images, list_files, target, region, box, top_detections, region_dir, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
-            index_format, on_error, resume, html, workers, server, jpeg_draft, ray_address, ray_concurrency,
+            index_format, on_error, resume, overwrite, html, workers, server, jpeg_draft, ray_address, ray_concurrency,
             ray_num_gpus, dtype, method, model_options):
     """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
 
@@ -320,7 +328,7 @@ def explain(source, images, list_files, target, region, box, top_detections, reg
                       region=region, box=box and _floats(box), top_detections=top_detections, region_dir=region_dir, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
                       batch_size=batch_size, server=server, method=method, dtype=dtype, save=parse_save(save),
                       index_format=index_format,
-                      on_error=on_error, resume=resume, html=html, workers=workers, jpeg_draft=jpeg_draft,
+                      on_error=on_error, resume=resume, overwrite=overwrite, html=html, workers=workers, jpeg_draft=jpeg_draft,
                       ray=ray_address, ray_concurrency=ray_concurrency, ray_num_gpus=ray_num_gpus,
                       model_options=model_options)
     summary = explain_files(source, list(images), out_dir, options, list_files=list_files, output=click.echo)

@@ -20,3 +20,18 @@ class ArtifactError(SalrtError):
 
 class ExportError(SalrtError):
     """A model whose saliency graph cannot be built or written in a format; names the model, format and op."""
+
+
+class OutputError(SalrtError, OSError):
+    """An output that could not be written: a full disk, a read-only or vanished directory. Names the path and,
+    for a full disk, the space left."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (SIGINT) or SIGTERM. A KeyboardInterrupt, so that code catching Exception does not
+    swallow it; the CLI prints its message and exits with ``exit_code`` (128 + the signal's number, as a shell
+    reports a process the signal ended)."""
+
+    def __init__(self, signal_number: int, message: str):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number

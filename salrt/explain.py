@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import hashlib
 import json
+import signal
 import sys
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,12 +23,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .dataset import DEFAULT_SAVE, ON_ERROR, SAVE_CHOICES, gallery, index
+from .dataset import DEFAULT_SAVE, ON_ERROR, SAVE_CHOICES, earlier, gallery, index
 from .dataset.inputs import InputSet, collect
 from .dataset.journal import Journal
 from .dataset.loading import Batch, ImageFiles, Loaded, batches, default_workers
 from .dataset.outputs import remove_leftover_temporaries, save_npy, save_png
-from .errors import InputError
+from .dataset.stopping import StopOnSignals
+from .errors import InputError, Interrupted, OutputError
 from .images import region_mask
 from .formats import AUTO
 from .graph import Method
@@ -57,7 +59,8 @@ class Options:
     save: Sequence[str] = DEFAULT_SAVE  # of SAVE_CHOICES
     index_format: str = "parquet"       # or csv
     on_error: Optional[str] = None      # fail | continue; default: fail for files named one by one
-    resume: bool = False
+    resume: bool = False                # continue the earlier run in --out
+    overwrite: bool = False             # replace the earlier run in --out (its files, index and gallery)
     html: bool = False
     workers: Optional[int] = None       # loading processes; default: one per core, at most 8
     jpeg_draft: bool = False            # decode JPEGs reduced to what the model's resize needs (faster, not exact)
@@ -107,25 +110,58 @@ def explain_files(source: str, paths: Sequence[Path], out_dir: Path, options: Op
     on_error = options.on_error or ("fail" if inputs.named_one_by_one else "continue")
     workers = default_workers() if options.workers is None else options.workers
     _check_options(inputs, options, on_error)
+    found = _earlier_run(out_dir, options)
     if on_error == "fail":
         _refuse_unreadable(inputs, options.batch_size, workers)
     if options.ray is not None:  # the model loads in Ray's actors, not here
         from .ray import check_source, explain_on_ray
         check_source(source)
-        return explain_on_ray(source, inputs, _writable(out_dir), options)
+        _clear(_writable(out_dir), found, options)
+        return explain_on_ray(source, inputs, out_dir, options)
     # before the output directory exists: a refused model leaves nothing
     model = _load_model(source, options, beside_workers=workers > 0)
-    _writable(out_dir)
+    _clear(_writable(out_dir), found, options)
     remove_leftover_temporaries(out_dir)
     journal = Journal(out_dir, model.settings, options.resume)
     try:
         todo = [position for position, item in enumerate(inputs.inputs)
                 if not (options.resume and journal.finished(position, item))]
-        failed = _explain(inputs, todo, model, journal, out_dir, options, on_error, workers, output)
+        with StopOnSignals() as stop:
+            try:
+                failed = _explain(inputs, todo, model, journal, out_dir, options, on_error, workers, output, stop)
+            except OutputError as err:
+                raise OutputError(f"{err}; {_kept(journal, inputs)}") from None
+            except Interrupted as err:
+                raise Interrupted(err.exit_code - 128, f"{err}; {_kept(journal, inputs)}") from None
+        if stop.requested is not None:
+            raise Interrupted(stop.requested, f"{signal.Signals(stop.requested).name}: {_kept(journal, inputs)}")
         summary = _finish(inputs, journal, out_dir, options, failed, resumed=len(inputs) - len(todo))
     finally:
         journal.close()
     return summary
+
+
+def _earlier_run(out_dir: Path, options: Options) -> Optional[earlier.EarlierRun]:
+    """The earlier run ``out_dir`` holds; an InputError unless --resume or --overwrite says what to do with it."""
+    found = earlier.find(out_dir) if out_dir.is_dir() else None
+    if found and not (options.resume or options.overwrite):
+        raise InputError(f"{out_dir} holds an earlier run's results ({found.describe()}): --resume continues that "
+                         f"run, --overwrite replaces it, or choose another --out")
+    return found
+
+
+def _clear(out_dir: Path, found: Optional[earlier.EarlierRun], options: Options) -> None:
+    """--overwrite: deletes what the earlier run owned; else its index and gallery, which this run rewrites."""
+    if found and options.overwrite:
+        earlier.remove(found)
+    else:
+        earlier.remove_derived(out_dir)
+
+
+def _kept(journal: Journal, inputs: InputSet) -> str:
+    """Where a stopped run stands, and how to finish it."""
+    return (f"{journal.done():,} of {len(inputs):,} images done and kept; rerun the same command with --resume "
+            f"to finish")
 
 
 def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
@@ -156,6 +192,8 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
                          "manifest.json lists its classes in order)")
     if options.server and "grad" in options.save:
         raise InputError("--save grad needs the attribution, which a server's image model does not send back")
+    if options.resume and options.overwrite:
+        raise InputError("--resume continues the run in --out, --overwrite replaces it: one or the other")
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
     if "index" in options.save and options.index_format == "parquet":
@@ -263,8 +301,9 @@ def _fingerprint(**settings) -> str:
 
 
 def _explain(inputs: InputSet, todo: list[int], model: _Model, journal: Journal, out_dir: Path, options: Options,
-             on_error: str, workers: int, output: Callable[[str], None]) -> int:
-    """Runs the model over the inputs at ``todo``; returns how many of them failed to load."""
+             on_error: str, workers: int, output: Callable[[str], None], stop: StopOnSignals) -> int:
+    """Runs the model over the inputs at ``todo``, until done or ``stop`` is requested; returns how many of
+    them failed to load."""
     masks = None if options.region_dir is None else \
         [mask_path(Path(options.region_dir), item.relative) for item in inputs.inputs]
     files = ImageFiles([item.path for item in inputs.inputs], todo, model.preprocessing,
@@ -275,24 +314,35 @@ def _explain(inputs: InputSet, todo: list[int], model: _Model, journal: Journal,
                disable=len(inputs) <= 1, leave=False, smoothing=0.05)
     say = output if bar.disable else bar.write  # lines printed above the bar, not through it
     with bar, _Writer(inputs, journal, out_dir, options.save) as writer:
-        for batch in batches(files, options.batch_size, workers):
-            for item in batch.failed:
-                if on_error == "fail":
-                    raise InputError(item.error)
-                tqdm.write(f"skipped: {item.error}", file=sys.stderr)
-            failed += len(batch.failed)
-            results = model.explain(batch) if batch.loaded else None
-            writer.submit(batch, results)
-            if inputs.named_one_by_one and results:
-                for j, (loaded, top) in enumerate(zip(batch.loaded, results[0].top(5))):
-                    say(f"{inputs.inputs[loaded.position].path.name}: " +
-                        ", ".join(f"{name} {p:.3f}" for _, name, p in top))
-                    if results[0].used_query is not None:
-                        for rank, detection in enumerate(_detections(results, [{}] * len(results), j), 1):
-                            say(f"  detection {rank}: {detection['class_name']} {detection['probability']:.3f}, "
-                                f"query {detection['query']}, box " + ",".join(f"{v:.0f}" for v in detection["box"]))
-            bar.update(len(batch))
+        loader = iter(batches(files, options.batch_size, workers))
+        try:
+            for batch in loader:
+                for item in batch.failed:
+                    if on_error == "fail":
+                        raise InputError(item.error)
+                    tqdm.write(f"skipped: {item.error}", file=sys.stderr)
+                failed += len(batch.failed)
+                results = model.explain(batch) if batch.loaded else None
+                writer.submit(batch, results)
+                if inputs.named_one_by_one and results:
+                    _print_top(batch, results, inputs, say)
+                bar.update(len(batch))
+                if stop.requested is not None:
+                    break
+        finally:
+            with stop.deferred():  # the loading processes' shutdown is not cut short by a second signal
+                del loader
     return failed
+
+
+def _print_top(batch: Batch, results: list[Explanation], inputs: InputSet, say: Callable[[str], None]) -> None:
+    """The top-5 line of each file named one by one, and a detector's explained detections."""
+    for j, (loaded, top) in enumerate(zip(batch.loaded, results[0].top(5))):
+        say(f"{inputs.inputs[loaded.position].path.name}: " + ", ".join(f"{name} {p:.3f}" for _, name, p in top))
+        if results[0].used_query is not None:
+            for rank, detection in enumerate(_detections(results, j), 1):
+                say(f"  detection {rank}: {detection['class_name']} {detection['probability']:.3f}, "
+                    f"query {detection['query']}, box " + ",".join(f"{v:.0f}" for v in detection["box"]))
 
 
 class _Writer:
@@ -312,10 +362,15 @@ class _Writer:
     def __enter__(self) -> "_Writer":
         return self
 
-    def __exit__(self, *error) -> None:
+    def __exit__(self, kind, error, traceback) -> None:
+        if isinstance(error, KeyboardInterrupt):  # stop at once: the batch being written finishes, the rest waits
+            for pending in self._pending:          # for --resume
+                pending.cancel()
         try:
             while self._pending:  # also after an error: files being written finish, their rows are kept
-                self._pending.popleft().result()
+                pending = self._pending.popleft()
+                if not pending.cancelled():
+                    pending.result()
         finally:
             self._thread.shutdown()
 
@@ -347,19 +402,20 @@ def write_results(batch: Batch, results: Optional[Sequence[Explanation]], out_di
                    "class_index": target, "class_name": first.categories[target],
                    "probability": float(probabilities[j, target]),
                    "top5": [{"index": i, "name": name, "probability": p} for i, name, p in top],
-                   "detections": _detections(results, per_map, j) if first.used_query is not None else None,
+                   "detections": _detections(results, j, per_map) if first.used_query is not None else None,
                    "files": list(files), "backend": first.backend, "error": None}
             written.append((loaded, files, row))
     return written + [(loaded, {}, _failed_row(relative(loaded.position), loaded.error)) for loaded in batch.failed]
 
 
-def _detections(results: Sequence[Explanation], per_map: list[dict], j: int) -> list[dict]:
-    """Image ``j``'s explained detections, an index row's ``detections``."""
+def _detections(results: Sequence[Explanation], j: int, per_map: Optional[list[dict]] = None) -> list[dict]:
+    """Image ``j``'s explained detections, an index row's ``detections`` (``per_map``: each one's files)."""
     return [{"query": int(result.used_query[j]), "class_index": int(result.target[j]),
              "class_name": result.categories[int(result.target[j])],
              "probability": float(result.detection_probability()[j]),
-             "box": [float(v) for v in result.used_box[j]], "score": float(result.score[j]), "files": list(files)}
-            for result, files in zip(results, per_map)]
+             "box": [float(v) for v in result.used_box[j]], "score": float(result.score[j]),
+             "files": list(per_map[rank]) if per_map else []}
+            for rank, result in enumerate(results)]
 
 
 def _write_file(kind: str, path: Path, loaded: Loaded, result: Explanation, j: int) -> tuple[int, int]:

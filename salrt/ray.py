@@ -17,7 +17,6 @@ On a cluster, the inputs and --out must be on storage every node sees under the 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
 
@@ -26,6 +25,7 @@ import torch
 
 from .dataset import RAY_AUTO, gallery, index
 from .dataset.inputs import InputSet, output_names
+from .dataset.earlier import remove_path
 from .dataset.loading import Batch, load_image
 from .dataset.outputs import remove_leftover_temporaries
 from .artifact import read_manifest
@@ -149,7 +149,7 @@ def explain_on_ray(source: str, inputs: InputSet, out_dir: Path, options: Option
     started = _connect(ray, options.ray)
     try:
         rows_dir = out_dir / (index.file_name("parquet") if "index" in options.save else _ROWS)
-        _remove(rows_dir)  # the index is written anew by every run, as a local run's is
+        remove_path(rows_dir)  # the index is written anew by every run, as a local run's is
         remove_leftover_temporaries(out_dir)
         try:
             _explained(ray, source, inputs, out_dir, options).write_parquet(
@@ -158,7 +158,7 @@ def explain_on_ray(source: str, inputs: InputSet, out_dir: Path, options: Option
             raise _salrt_cause(err) or err
         summary = _summary(inputs, rows_dir, out_dir, options)
         if "index" not in options.save:
-            _remove(rows_dir)
+            remove_path(rows_dir)
         return summary
     finally:
         if started:
@@ -211,6 +211,10 @@ def _explained(ray, source: str, inputs: InputSet, out_dir: Path, options: Optio
     actors = ray.data.ActorPoolStrategy(size=options.ray_concurrency) if options.ray_concurrency else \
         ray.data.ActorPoolStrategy(min_size=1, max_size=_actors_that_fit(ray, gpus))
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # the index in input order
+    # an actor that dies (killed, out of memory, its node lost) is started again and its batches are retried:
+    # Ray Data's actor defaults (max_restarts=-1, max_task_retries=-1; passing them is deprecated since Ray 2.60),
+    # which tests/test_ray.py checks by killing one. A retried batch rewrites the same files, whole (see
+    # dataset.outputs), and its rows are written once, by the attempt that finished.
     return ray.data.from_items(items).map_batches(Explain, fn_constructor_kwargs=stage, batch_size=options.batch_size,
                                                   compute=actors, num_gpus=gpus or None)
 
@@ -245,10 +249,3 @@ def _rows(rows_dir: Path, columns: Optional[list[str]] = None):
     import pyarrow.dataset
     for batch in pyarrow.dataset.dataset(str(rows_dir), format="parquet").to_batches(columns=columns):
         yield from batch.to_pylist()
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)

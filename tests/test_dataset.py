@@ -2,6 +2,7 @@
 gallery out; bad files recorded, killed runs resumed. Real processes and files; the gallery in a real browser."""
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -140,15 +141,22 @@ def probabilities(row: dict) -> list[float]:
     return [] if row["error"] else [row["probability"]] + [top["probability"] for top in row["top5"]]
 
 
-def test_resume_after_sigkill_ends_with_the_index_of_an_uninterrupted_run(tmp_path, photos, artifact):
+@pytest.fixture
+def crops(tmp_path, photos) -> Path:
+    """48 distinct crops of the three photos in two folders, and part0/broken.jpg (a truncated JPEG)."""
     dataset = tmp_path / "many"
     generator = np.random.default_rng(0)
-    for i in range(48):  # distinct crops of the three photos, in two folders
+    for i in range(48):
         photo = list(photos.values())[i % 3]
         top, left = generator.integers(0, 150, size=2)
         (dataset / f"part{i % 2}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(photo[top:top + 120, left:left + 160]).save(dataset / f"part{i % 2}" / f"{i:02}.jpg")
     (dataset / "part0" / "broken.jpg").write_bytes((dataset / "part0" / "00.jpg").read_bytes()[:300])
+    return dataset
+
+
+def test_resume_after_sigkill_ends_with_the_index_of_an_uninterrupted_run(tmp_path, photos, crops, artifact):
+    dataset = crops
     command = [sys.executable, "-m", "salrt.cli", "explain", str(artifact), str(dataset), "--batch-size", "2",
                "--workers", "1"]
 
@@ -331,3 +339,129 @@ def test_decoding_workers_yield_to_the_model_which_does_not_spin_beside_them(tmp
     assert summary.explained == 10 and sessions == ["0"]
     salrt.load(artifact, backend="onnxruntime")
     assert sessions == ["0", "default"]
+
+
+def journal_rows(out: Path) -> dict[str, dict]:
+    """{input: {output file: [bytes, mtime_ns]}} as the journal in ``out`` records them."""
+    with sqlite3.connect(out / JOURNAL) as db:
+        return {path: json.loads(outputs) for path, outputs in db.execute("SELECT path, outputs FROM rows")}
+
+
+def assert_whole(out: Path) -> int:
+    """Every file the journal in ``out`` records is there, as written, and no temporary is left; returns the rows."""
+    rows = journal_rows(out)
+    for outputs in rows.values():
+        for name, (size, mtime_ns) in outputs.items():
+            stat = (out / name).stat()
+            assert (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns), name
+    assert not list(out.rglob(f"{TEMPORARY_PREFIX}*"))
+    return len(rows)
+
+
+def test_an_out_holding_an_earlier_run_is_refused_unless_resumed_or_overwritten(tmp_path, tree, artifact):
+    out = tmp_path / "maps"
+    first = explain_files(str(artifact), [tree], out, Options(batch_size=2, workers=0, html=True))
+    assert first.explained == 4
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert Path("index.html") in before and Path("b/c/astronaut.jpg_overlay.png") in before
+
+    result = salrt_cli("explain", artifact, tree / "a/cat.jpg", "--out", out)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: {out} holds an earlier run's results (5 images, results.parquet, "
+                                      f"index.html): --resume continues that run, --overwrite replaces it, or "
+                                      f"choose another --out")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before, "a refused run changes nothing"
+    with pytest.raises(InputError, match="one or the other"):
+        explain_files(str(artifact), [tree], out, Options(resume=True, overwrite=True))
+
+    outside = tmp_path / "not-salrts.txt"  # a damaged journal naming a file outside --out deletes nothing there
+    outside.write_text("keep")
+    (out / "notes.txt").write_text("keep")  # nor does a file of the user's inside it
+    with sqlite3.connect(out / JOURNAL) as db:
+        db.execute("UPDATE rows SET outputs = ? WHERE path = 'b/bad.jpg'", (json.dumps({"../not-salrts.txt": [4, 0]}),))
+
+    result = salrt_cli("explain", artifact, tree / "a/cat.jpg", "--out", out, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.rglob("*")) == [JOURNAL, "cat_overlay.png", "cat_saliency.png", "notes.txt",
+                                                     "results.parquet"]
+    assert outside.read_text() == "keep"
+    assert [row["path"] for row in read_index(out / "results.parquet")] == ["cat.jpg"]
+
+
+def test_sigterm_and_ctrl_c_stop_at_a_batch_boundary_and_resume(tmp_path, crops, artifact):
+    out = tmp_path / "stopped"
+    command = [sys.executable, "-m", "salrt.cli", "explain", str(artifact), str(crops), "--batch-size", "2",
+               "--workers", "1", "--out", str(out)]
+
+    def stop_midway(*signals, once: int, extra=()) -> subprocess.CompletedProcess:
+        """Sends ``signals`` once ``once`` overlays are written."""
+        run = subprocess.Popen(command + list(extra), stderr=subprocess.PIPE, text=True)
+        while run.poll() is None and len(list(out.rglob("*_overlay.png"))) < once:
+            time.sleep(0.01)
+        for number in signals:
+            run.send_signal(number)
+            time.sleep(0.02)
+        _, stderr = run.communicate(timeout=120)
+        return subprocess.CompletedProcess(run.args, run.returncode, "", stderr)
+
+    # SIGTERM (a service manager stopping the job): the batch in hand is finished and committed
+    stopped = stop_midway(signal.SIGTERM, once=10)
+    assert stopped.returncode == 143, stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    done = assert_whole(out)
+    assert last == (f"interrupted: SIGTERM: {done} of 49 images done and kept; rerun the same command with --resume "
+                    f"to finish"), stopped.stderr
+    assert 10 <= done < 49 and not (out / "results.parquet").exists()
+
+    # Ctrl-C twice: stops at once, with nothing half-written
+    stopped = stop_midway(signal.SIGINT, signal.SIGINT, once=done + 6, extra=["--resume"])
+    assert stopped.returncode == 130, stopped.stderr
+    # at once, or gracefully where the first signal's stop was done before the second came
+    assert re.fullmatch(r"interrupted: (stopped at once by SIGINT;|SIGINT:) \d+ of 49 images done and kept; rerun "
+                        r"the same command with --resume to finish", stopped.stderr.strip().splitlines()[-1])
+    assert "Traceback" not in stopped.stderr, stopped.stderr
+    done_twice = assert_whole(out)
+    assert done <= done_twice < 49
+
+    finished = subprocess.run(command + ["--resume"], capture_output=True, text=True)
+    assert finished.returncode == 2, finished.stderr  # broken.jpg
+    resumed = int(re.search(r"explained 48 of 49 \((\d+) by an earlier run\)", finished.stderr)[1])
+    assert resumed in (done_twice - 1, done_twice), finished.stderr  # all but broken.jpg's row, if it was done
+    assert len(read_index(out / "results.parquet")) == 49 and assert_whole(out) == 49
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.5 MiB tmpfs mounted for the test (mounting needs root, or CAP_SYS_ADMIN)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_stops_with_one_line_and_resume_completes_the_index(tmp_path, crops, artifact, small_disk):
+    out = small_disk / "maps"
+    command = [sys.executable, "-m", "salrt.cli", "explain", str(artifact), str(crops), "--batch-size", "2",
+               "--workers", "1", "--save", "png,npy,grad,index"]
+    full = subprocess.run(command + ["--out", str(out)], capture_output=True, text=True)
+    assert full.returncode == 1, full.stderr
+    line = full.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: cannot write {out}/\S+: (No space left on device|database or disk is full) "
+                        rf"\(\d+ KiB left on its file system\); \d+ of 49 images done and kept; rerun the same "
+                        rf"command with --resume to finish", line), full.stderr
+    done = assert_whole(out)
+    assert 0 < done < 49 and not (out / "results.parquet").exists()
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
+    resumed = subprocess.run(command + ["--out", str(out), "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 2, resumed.stderr
+    whole = subprocess.run(command + ["--out", str(tmp_path / "whole")], capture_output=True, text=True)
+    assert whole.returncode == 2, whole.stderr
+    resumed_rows, whole_rows = read_index(out / "results.parquet"), read_index(tmp_path / "whole" / "results.parquet")
+    assert [(row["path"], row["class_index"], row["files"]) for row in resumed_rows] == \
+        [(row["path"], row["class_index"], row["files"]) for row in whole_rows]
+    assert assert_whole(out) == 49

@@ -1,5 +1,9 @@
 """salrt on Ray Data: `salrt explain --ray` against a local run of the same images, and salrt.ray.Explain as a
 map_batches stage on Ray's own readers. One local Ray instance (2 CPUs), started and stopped here."""
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,10 +91,48 @@ def test_ray_gives_the_index_files_and_maps_of_a_local_run(tmp_path, tree, artif
 
 
 def test_a_second_ray_run_replaces_the_index_rather_than_adding_to_it(tmp_path, tree, artifact, local_ray):
-    for _ in range(2):
-        explain_cli(f"{artifact}/", tree / "a", "--out", tmp_path, "--save", "npy,index", "--ray",
-                    "--ray-concurrency", "1")
+    for flags in ([], ["--overwrite"]):  # without it, the second run is refused (tests/test_dataset.py)
+        code, output = explain_cli(f"{artifact}/", tree / "a", "--out", tmp_path, "--save", "npy,index", "--ray",
+                                   "--ray-concurrency", "1", *flags)
+        assert code == 0, output
     assert len(pd.read_parquet(tmp_path / "results.parquet")) == PHOTOS // 2
+
+
+def actor_processes() -> list[int]:
+    """The processes of salrt's Ray Data actors (Ray titles them ray::MapWorker(MapBatches(Explain)))."""
+    found = []
+    for process in Path("/proc").iterdir():
+        try:
+            if process.name.isdigit() and b"MapBatches(Explain)" in (process / "cmdline").read_bytes():
+                found.append(int(process.name))
+        except OSError:  # ended while listed
+            pass
+    return found
+
+
+def test_an_actor_killed_mid_job_is_restarted_and_no_row_is_lost_or_doubled(tmp_path, tree, artifact, local_ray):
+    out, killed = tmp_path / "ray", []
+
+    def kill_an_actor_midway():
+        deadline = time.monotonic() + 300
+        while not killed and time.monotonic() < deadline:
+            actors = actor_processes()
+            if actors and len(list(out.rglob("*_saliency.npy"))) >= 4:
+                os.kill(actors[0], signal.SIGKILL)
+                killed.append(actors[0])
+            time.sleep(0.005)
+    killer = threading.Thread(target=kill_an_actor_midway)
+    killer.start()
+    code, output = explain_cli(f"{artifact}/", tree, "--out", out, "--save", "npy,index", "--ray",
+                               "--ray-concurrency", "1", "--batch-size", "2")
+    killer.join()
+    assert killed, "no actor was killed: the job ended first"
+    assert code == 2, output  # the bad file, and nothing else
+    code, output = explain_cli(f"{artifact}/", tree, "--out", tmp_path / "local", "--save", "npy,index")
+    remote, local = (pd.read_parquet(directory / "results.parquet") for directory in (out, tmp_path / "local"))
+    assert list(remote.path) == list(local.path) and remote.path.is_unique
+    assert (remote.class_index.fillna(-1) == local.class_index.fillna(-1)).all()
+    assert sorted(files_under(out)) == sorted(files_under(tmp_path / "local"))
 
 
 def test_the_stage_on_rays_readers_matches_the_explainer(tree, artifact, local_ray):

@@ -6,7 +6,7 @@ import csv
 import itertools
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ..errors import InputError
 from .outputs import write_atomically
@@ -82,3 +82,20 @@ def _write_csv(rows: Iterable[dict], file) -> None:
                                    for key in ("top5", "detections", "files")}})
     text.flush()
     text.detach()  # the caller closes the file
+
+
+def listed_files(path: Path) -> Iterator[str]:
+    """The ``files`` an index at ``path`` lists (results.csv, results.parquet, or the directory of parquet files a
+    Ray run writes), relative to its --out; nothing where it cannot be read."""
+    try:
+        if path.suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as file:
+                for row in csv.DictReader(file):
+                    yield from json.loads(row.get("files") or "[]")
+            return
+        import pyarrow.dataset
+        for batch in pyarrow.dataset.dataset(str(path), format="parquet").to_batches(columns=["files"]):
+            for files in batch.column("files").to_pylist():
+                yield from files or []
+    except (OSError, ValueError, KeyError, ImportError):  # a damaged index: its files are not known
+        return

@@ -11,6 +11,8 @@ the size and mtime it had when written. Anything else is explained again.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sqlite3
@@ -18,8 +20,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .inputs import Input
+from .outputs import unwritable
 
 FILE_NAME = ".salrt-journal.sqlite"
+SQLITE_FULL = 13  # sqlite3's result code for "database or disk is full"
 READ_CHUNK = 1024  # rows fetched at a time when the index is written
 
 
@@ -52,11 +56,20 @@ class Journal:
     def record(self, entries: list[tuple[int, Input, Optional[tuple[int, int]], dict, dict]]) -> None:
         """(position, input, its (bytes, mtime_ns) when read, {output: (bytes, mtime_ns)}, index row) for each
         image of a batch, in one transaction."""
-        self._db.executemany(
-            "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(item.relative, position, self.settings, *(stat or (None, None)), json.dumps(outputs), json.dumps(row))
-             for position, item, stat, outputs, row in entries])
-        self._db.commit()
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(item.relative, position, self.settings, *(stat or (None, None)), json.dumps(outputs),
+                  json.dumps(row)) for position, item, stat, outputs, row in entries])
+            self._db.commit()
+        except sqlite3.Error as err:  # SQLite rolls the batch back: the rows committed before stay
+            full = getattr(err, "sqlite_errorcode", None) == SQLITE_FULL
+            raise unwritable(self.out_dir / FILE_NAME, OSError(errno.ENOSPC if full else errno.EIO, str(err))) \
+                from None
+
+    def done(self) -> int:
+        """How many of this run's inputs have their row: finished, or failed to load."""
+        return self._db.execute("SELECT COUNT(*) FROM rows WHERE position IS NOT NULL").fetchone()[0]
 
     def rows(self) -> Iterator[dict]:
         """This run's index rows in input order."""
@@ -66,8 +79,25 @@ class Journal:
                 yield json.loads(row)
 
     def close(self) -> None:
-        self._db.commit()
+        try:  # finished() marks resumed rows uncommitted; after a failed write there may be nothing to commit
+            self._db.commit()
+        except sqlite3.Error:
+            pass
         self._db.close()
+
+
+def recorded(out_dir: Path) -> tuple[int, list[str]]:
+    """(rows, output files) that the journal in ``out_dir`` records, without opening it for a run; (0, []) where
+    there is none or it cannot be read."""
+    path = out_dir / FILE_NAME
+    if not path.is_file():
+        return 0, []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            outputs = [name for (listed,) in db.execute("SELECT outputs FROM rows") for name in json.loads(listed)]
+            return db.execute("SELECT COUNT(*) FROM rows").fetchone()[0], outputs
+    except (sqlite3.Error, ValueError, TypeError):  # not a journal salrt can read: its files are not known
+        return 0, []
 
 
 def _stat(path: Path) -> Optional[tuple[int, int]]:

@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..images import (decode_reduced, displayed_image, mode_for, needed_size, open_image, read_file, region_mask,
                       to_batch)
 from ..models import Preprocessing
+from .stopping import ignore_in_workers
 
 PREFETCH_BATCHES = 2  # per worker: enough to keep the model busy, few enough to bound memory
 # Workers run at the lowest priority: where they share cores with the model, they decode in the time its
@@ -147,6 +148,7 @@ def batches(files: ImageFiles, batch_size: int, workers: int) -> Iterator[Batch]
 
 
 def _start_worker(worker_id: int) -> None:
+    ignore_in_workers()
     if hasattr(os, "nice"):  # not on Windows
         os.nice(WORKER_NICENESS)
     Image.core.set_blocks_max(PILLOW_BLOCKS_KEPT)
