@@ -22,7 +22,8 @@ from .devices import checked_device
 from .errors import ArtifactError, ExportError, InputError, SalrtError
 from .formats import FORMATS, Format, parse_formats, writing_order
 from .graph import DEFAULT_DTYPE, Method, Task, build_saliency_graph, contract
-from .graph.precision import check_device, check_dtype, check_formats, numerics
+from .graph.io import BATCH, contract_of
+from .graph.precision import DTYPES, check_device, check_dtype, check_formats, numerics
 from .models import ClassifierSpec, Preprocessing, as_spec
 
 FORMAT_VERSION = 1
@@ -131,7 +132,84 @@ def read_manifest(directory: Path) -> dict:
     if missing or not isinstance(manifest["files"], dict):
         raise ArtifactError(f"{path} is corrupt: {', '.join(missing) or 'files'} missing or malformed")
     Task.of(manifest)  # a task this salrt does not explain: refused before any file loads
+    _check_fields(manifest, path)
     return manifest
+
+
+MAX_SIDE = 16384  # pixels: a manifest's input size beyond this is not a model's but an attempt to exhaust memory
+
+
+def _check_fields(manifest: dict, path: Path) -> None:
+    """ArtifactError naming the first field a runtime could not use as it is: of the wrong type, out of range, or
+    unlike the tensor contract that the manifest's own model, method and task give (``graph.io.contract``), so
+    that a hand-edited or hostile manifest is refused here, not met as a TypeError, a wrong map or a huge
+    allocation later. The C++ runtime checks what it reads the same way (cpp/src/explainer.cpp)."""
+    def corrupt(field: str, problem: str) -> ArtifactError:
+        return ArtifactError(f"{path} is corrupt: {field} {problem}")
+
+    for key in ("model", "weights"):
+        if not isinstance(manifest[key], str):
+            raise corrupt(key, "must be a string")
+    categories = manifest["categories"]
+    if not isinstance(categories, list) or not categories or not all(isinstance(c, str) for c in categories):
+        raise corrupt("categories", "must be a list of class names")
+    if not all(isinstance(entry, dict) for entry in manifest["files"].values()):
+        raise corrupt("files", "must map each format to its entry")
+    if manifest.get("dtype", DEFAULT_DTYPE) not in DTYPES:
+        raise corrupt("dtype", f"must be one of {', '.join(DTYPES)}")
+    for key, least in (("chunk", 1), ("images_per_call", 0)):
+        if not _is_int(manifest.get(key, least), least):
+            raise corrupt(key, f"must be an integer of at least {least}")
+    size = manifest.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(side, 1, MAX_SIDE) for side in size)):
+        raise corrupt("input_size", f"must be [height, width], each 1 to {MAX_SIDE}")
+    try:
+        preprocessing = Preprocessing(**manifest["preprocessing"])
+        method = Method.of(manifest)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:  # InputError is a ValueError
+        raise corrupt("preprocessing or method", f"cannot be read: {err}") from None
+    if list(preprocessing.size) != size:
+        raise corrupt("input_size", f"{size} is not the preprocessing's crop {list(preprocessing.size)}")
+    recorded = _recorded_contract(manifest)
+    given = recorded and _contract_given(manifest, recorded, preprocessing, method)
+    if not given or _without_notes(given) != _without_notes(recorded):
+        raise corrupt("inputs or outputs", "are not the tensors its model, method and task give")
+
+
+def _is_int(value, least: int, most: Optional[int] = None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= (most or value)
+
+
+def _recorded_contract(manifest: dict) -> Optional[dict]:
+    """The manifest's inputs and outputs with its sizes filled in, or None where they are malformed."""
+    try:
+        recorded = contract_of(manifest)
+        return recorded if all(isinstance(io, dict) for io in recorded["inputs"] + recorded["outputs"]) else None
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def _contract_given(manifest: dict, recorded: dict, preprocessing: Preprocessing, method: Method) -> Optional[dict]:
+    """The contract salrt writes for the manifest's model, method and task. The logits' sizes beyond N and K
+    (a segmentation model's grid, a detector's queries) are the model's own: they come from the ``recorded``
+    logits, as positive integers."""
+    task = Task.of(manifest)
+    logits = next((io for io in recorded["outputs"] if io.get("name") == "logits"), None)
+    if not logits or not isinstance(logits.get("shape"), list) or len(logits["shape"]) != len(task.spec.logits.shape):
+        return None
+    grid = [size for symbol, size in zip(task.spec.logits.shape, logits["shape"]) if symbol not in (BATCH, "K")]
+    if not all(_is_int(size, 1) for size in grid):
+        return None
+    try:
+        return contract(preprocessing.input_shape, len(manifest["categories"]), method.outputs + task.spec.outputs,
+                        method.taps[0].grid if method.taps else (), task.spec.inputs, task.spec.logits, grid)
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def _without_notes(given: dict) -> list:
+    """The contract as compared: notes are prose, which other salrt versions word otherwise."""
+    return [{key: value for key, value in io.items() if key != "note"} for io in given["inputs"] + given["outputs"]]
 
 
 def verified_file(directory: Path, manifest: dict, fmt: str) -> Path:

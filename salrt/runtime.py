@@ -472,11 +472,27 @@ def _load_artifact(directory: Path, backend: str, device: torch.device, cuda_gra
         else:
             _check_runs_on(directory, manifest["files"].get(BY_BACKEND[name].name), device)
             path = verified_file(directory, manifest, BY_BACKEND[name].name)  # now: a bad file fails the load
-            loaders[name] = lambda load=BY_BACKEND[name].load, path=path: load(path, device, spin_wait)
+            loaders[name] = lambda load=BY_BACKEND[name].load, path=path: _refusing_foreign_graphs(
+                load(path, device, spin_wait), path)
     explainer = Explainer(loaders, routes, manifest, device, cuda_graphs)
     if len(explainer.backends) == 1:
         explainer._run(explainer.backend)  # a single backend loads now: load() reports a file its runtime refuses
     return explainer
+
+
+def _refusing_foreign_graphs(run: Run, path: Path) -> Run:
+    """``run``, whose failure on inputs that passed the contract's checks is an ArtifactError naming its file:
+    that file is not the graph salrt wrote (a damaged or foreign file whose sha256 the manifest was edited to
+    state). Running out of memory stays what it is."""
+    def checked(*inputs: torch.Tensor):
+        try:
+            return run(*inputs)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as err:
+            raise ArtifactError(f"{path} fails on inputs its manifest describes, so it is not the graph salrt "
+                                f"exported ({str(err).strip().splitlines()[0][:300]}): export it again") from None
+    return checked
 
 
 def _in_numerics(loaders: dict[str, Callable[[], Run]], dtype: str) -> dict[str, Callable[[], Run]]:

@@ -1,5 +1,7 @@
 """An artifact is code: a deployer pins the digest of what they reviewed, and any other directory is refused
 before any of its files is loaded, in Python, `salrt serve` and the C++ runtime."""
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +11,7 @@ import torch
 
 import salrt
 from salrt.artifact import digest
-from salrt.errors import ArtifactError, InputError
+from salrt.errors import ArtifactError, InputError, SalrtError
 
 from conftest import GRAY_SHAPE
 from test_cpp import binary, run, save_input  # noqa: F401  (binary: the `make cpp` fixture)
@@ -112,3 +114,161 @@ def test_a_manifest_naming_a_file_outside_its_directory_is_refused(gray_artifact
         done = run(binary, copy, inp, tmp_path / "out.pt", "--backend", "torchscript", check=False)
         assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, (case, done.stderr)
         assert any(part in done.stderr for part in message.split("|")), (case, done.stderr)
+
+
+# hostile values a field of a manifest may be replaced with: wrong types, empty, huge, negative, paths out
+HOSTILE = [None, True, 0, -1, 7, 2**62, 1.5, -1e300, "", "x", "N", "../../etc/passwd", "/etc/passwd", "model.pt",
+           [], [None], [-1, -1], [10**9, 10**9], ["N", 1, 48, 64], {}, {"name": None}, {"file": 1},
+           [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+DELETED = object()
+
+
+def manifest_paths(value, prefix=()) -> list[tuple]:
+    """Every field of a manifest: dict keys and list items (of long lists, the first two), nested."""
+    children = list(value.items()) if isinstance(value, dict) else \
+        list(enumerate(value[:2])) if isinstance(value, list) else []
+    return [path for key, child in children for path in [prefix + (key,)] + manifest_paths(child, prefix + (key,))]
+
+
+def mutated(manifest: dict, path: tuple, value) -> dict:
+    copy = json.loads(json.dumps(manifest))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is DELETED:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return copy
+
+
+def artifact_with(gray_artifact, directory, manifest: dict):
+    """``gray_artifact``'s files (hard links) beside ``manifest``."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir()
+    for name in ("model.onnx", "model.pt"):
+        os.link(gray_artifact / name, directory / name)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def manifest_fields(gray_artifact):
+    manifest = json.loads((gray_artifact / "manifest.json").read_text())
+    return manifest, manifest_paths(manifest)
+
+
+def mutations(manifest_fields):
+    from hypothesis import strategies as st
+    _, paths = manifest_fields
+    return st.tuples(st.sampled_from(paths), st.sampled_from([DELETED, *HOSTILE]))
+
+
+MUTATION_IMAGES = torch.rand(2, *GRAY_SHAPE, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
+def test_every_mutation_of_a_manifest_explains_correctly_or_is_a_salrt_error(gray_artifact, tmp_path, backend,
+                                                                             manifest_fields):
+    """Property: a field dropped, retyped or made hostile either changes nothing the explanation computes, or
+    is refused as a SalrtError naming it; never a TypeError, a KeyError, a crash or a wrong map."""
+    from hypothesis import HealthCheck, given, settings
+    manifest, _ = manifest_fields
+    expected = salrt.load(gray_artifact, backend=backend).explain(MUTATION_IMAGES, torch.tensor([1, -1]))
+    tried, refused = [], []
+
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(mutations(manifest_fields))
+    def check(mutation):
+        path, value = mutation
+        directory = artifact_with(gray_artifact, tmp_path / "mutated", mutated(manifest, path, value))
+        tried.append(mutation)
+        try:
+            result = salrt.load(directory, backend=backend).explain(MUTATION_IMAGES, torch.tensor([1, -1]))
+            result.top(3)
+        except SalrtError:
+            refused.append(mutation)
+            return
+        for name in ("logits", "used_target", "saliency", "grad"):
+            assert torch.equal(getattr(result, name), getattr(expected, name)), (path, value, name)
+        assert [str(c) for c in result.categories] == result.categories, (path, value)
+    check()
+    print(f"{backend}: {len(tried)} mutations tried, {len(refused)} refused, the rest explained as before")
+    assert len(tried) >= 150 and 0 < len(refused) < len(tried)
+
+
+def test_every_mutation_of_a_manifest_is_explained_or_refused_by_the_cpp_runtime(binary, gray_artifact,  # noqa: F811
+                                                                                 tmp_path, manifest_fields):
+    """The same property for salrt_explain: it explains as before, or exits 1 with one error line; never a
+    signal (a crash) or an uncaught exception's abort. Fewer examples: each is a process."""
+    from hypothesis import HealthCheck, given, settings
+    manifest, _ = manifest_fields
+    inp = save_input(tmp_path / "in.pt", MUTATION_IMAGES, torch.tensor([1, -1]))
+    run(binary, gray_artifact, inp, tmp_path / "expected.pt", "--backend", "torchscript")
+    expected = torch.load(tmp_path / "expected.pt")
+    tried, refused = [], []
+
+    @settings(max_examples=30, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(mutations(manifest_fields))
+    def check(mutation):
+        path, value = mutation
+        directory = artifact_with(gray_artifact, tmp_path / "mutated", mutated(manifest, path, value))
+        tried.append(mutation)
+        done = run(binary, directory, inp, tmp_path / "out.pt", "--backend", "torchscript", check=False)
+        if done.returncode == 1 and len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "):
+            refused.append(mutation)
+            return
+        assert done.returncode == 0, (path, value, done.returncode, done.stderr)
+        assert all(torch.equal(a, b) for a, b in zip(torch.load(tmp_path / "out.pt"), expected)), (path, value)
+    check()
+    print(f"C++: {len(tried)} mutations tried, {len(refused)} refused, the rest explained as before")
+    assert len(tried) >= 30 and 0 < len(refused) < len(tried)
+
+
+class AnotherProgram(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+def corrupt_payloads(gray_artifact, tmp_path) -> dict:
+    """Copies of ``gray_artifact`` whose manifest states the sha256 of a damaged or foreign file (a broken
+    export, or a hostile artifact): {case: (directory, backend)}."""
+    def truncated(path):
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+    def not_a_zip(path):
+        path.write_bytes(b"PK\x03\x04 this is no zip archive" * 100)
+
+    def another_program(path):
+        torch.jit.script(AnotherProgram()).save(str(path))
+
+    cases = {"truncated model.onnx": ("onnx", "model.onnx", truncated),
+             "model_n1.pt2 not a zip": ("aoti_n1", "model_n1.pt2", not_a_zip),
+             "truncated model.pt": ("torchscript", "model.pt", truncated),
+             "model.pt of another program": ("torchscript", "model.pt", another_program)}
+    made = {}
+    for case, (fmt, name, damage) in cases.items():
+        copy = shutil.copytree(gray_artifact, tmp_path / case.replace(" ", "-"))
+        damage(copy / name)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["files"][fmt].update(sha256=salrt.artifact.sha256(copy / name), bytes=(copy / name).stat().st_size)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        made[case] = (copy, "onnxruntime" if fmt == "onnx" else fmt)
+    return made
+
+
+def test_a_corrupt_or_foreign_payload_is_one_clear_error_in_both_runtimes(gray_artifact, binary,  # noqa: F811
+                                                                         tmp_path):
+    inp = save_input(tmp_path / "in.pt", MUTATION_IMAGES)
+    for case, (directory, backend) in corrupt_payloads(gray_artifact, tmp_path).items():
+        with pytest.raises(ArtifactError) as refused:
+            salrt.load(directory, backend=backend).explain(MUTATION_IMAGES)
+        assert len(str(refused.value).splitlines()) == 1 and str(directory) in str(refused.value), \
+            (case, str(refused.value))
+        if backend != "onnxruntime":  # the C++ runtime runs TorchScript and AOTInductor
+            done = run(binary, directory, inp, tmp_path / "out.pt", "--backend", backend, check=False)
+            assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, (case, done.stderr)
+            assert done.stderr.startswith("error: ") and str(directory) in done.stderr, (case, done.stderr)

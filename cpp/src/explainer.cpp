@@ -149,6 +149,7 @@ std::string artifact_digest(const std::string& artifact_dir) {
 
 struct Explainer::Impl {
   std::string dir;  // as messages print it
+  std::string file;  // the backend's file, as messages print it
   std::string backend;
   std::string model;
   std::vector<std::string> categories;
@@ -294,6 +295,7 @@ Explainer::Explainer(const std::string& artifact_dir, const std::string& backend
   }
   impl_->read_manifest();
   std::string path = impl_->verified_file();
+  impl_->file = path;
   if (backend.starts_with("aoti")) {
     try {
       impl_->aoti = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
@@ -478,12 +480,21 @@ Explanation Explainer::explain(const at::Tensor& image, std::optional<at::Tensor
   return result;
 }
 
+// A graph that fails on inputs that passed the contract's checks is not the one salrt wrote (a damaged or foreign
+// file whose sha256 the manifest was edited to state): an Error naming its file, as Python's runtime says.
 std::vector<at::Tensor> Explainer::Impl::run(const std::vector<at::Tensor>& inputs) const {
-  if (aoti) return aoti->run(inputs);
-  const c10::IValue result = torchscript->forward(std::vector<c10::IValue>(inputs.begin(), inputs.end()));
-  std::vector<at::Tensor> out;
-  for (const auto& value : result.toTupleRef().elements()) out.push_back(value.toTensor());
-  return out;
+  try {
+    if (aoti) return aoti->run(inputs);
+    const c10::IValue result = torchscript->forward(std::vector<c10::IValue>(inputs.begin(), inputs.end()));
+    std::vector<at::Tensor> out;
+    for (const auto& value : result.toTupleRef().elements()) out.push_back(value.toTensor());
+    return out;
+  } catch (const c10::OutOfMemoryError&) {
+    throw;
+  } catch (const c10::Error& err) {
+    throw Error(file + " fails on inputs its manifest describes, so it is not the graph salrt exported (" +
+                first_line(err) + "): export it again");
+  }
 }
 
 const std::string& Explainer::model() const { return impl_->model; }
