@@ -78,6 +78,7 @@ class TritonServer:
         self.workspace = Path(tempfile.mkdtemp(prefix="salrt-serve-"))
         self.log = Path(log) if log else self.workspace / "triton.log"
         self.process: Optional[subprocess.Popen] = None
+        self._admin_key = secrets.token_hex(16)  # for the restricted APIs: salrt's own use (``revive``) only
         try:
             if options.digest is not None:  # here, before Triton starts, and again as each model loads it
                 check_digest(self.artifact, options.digest)
@@ -130,6 +131,26 @@ class TritonServer:
         shutil.rmtree(self.workspace, ignore_errors=True)
         return code
 
+    def dead_models(self) -> list[str]:
+        """The models with fewer live Python-backend stubs than instances: a stub was killed (out of memory, by
+        hand) or crashed. Triton does not start it again, and keeps answering ready while each request to the
+        model fails ("Stub process ... is not healthy")."""
+        live = [command for command, state in _children(self.process.pid) if state != "Z"]
+        return [name for name in self.models.values()
+                if sum(f"/models/{name}/1/model.py" in command for command in live) < self.options.instances]
+
+    def revive(self, name: str) -> None:
+        """Loads model ``name`` again (its stubs start anew), through the repository API only salrt holds the
+        key to; returns once it is loaded."""
+        request = urllib.request.Request(f"http://{self.url}/v2/repository/models/{name}/load", data=b"",
+                                         method="POST", headers={ADMIN_HEADER: self._admin_key})
+        with urllib.request.urlopen(request, timeout=self.options.exit_timeout_s + 600):
+            pass
+
+    def live(self) -> bool:
+        """Whether Triton answers its liveness endpoint."""
+        return self._answers_200("/v2/health/live", timeout_s=LIVENESS_TIMEOUT_S)
+
     def log_tail(self, lines: int = 12) -> str:
         """Triton's error lines (E...), or else its last lines: what to show when it fails."""
         text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
@@ -147,9 +168,9 @@ class TritonServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _answers_200(self, path: str) -> bool:
+    def _answers_200(self, path: str, timeout_s: float = 2) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.url}{path}", timeout=2) as response:
+            with urllib.request.urlopen(f"http://{self.url}{path}", timeout=timeout_s) as response:
                 return response.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
@@ -157,9 +178,11 @@ class TritonServer:
     def _command(self) -> list[str]:
         o = self.options
         closed = [api for api in RESTRICTED_APIS if not (o.shared_memory and api == SHARED_MEMORY_API)]
-        restricted = f"{','.join(closed)}:{ADMIN_HEADER}={secrets.token_hex(16)}"
+        restricted = f"{','.join(closed)}:{ADMIN_HEADER}={self._admin_key}"
+        # explicit control: every model loads at start, and salrt alone (holding the key) can load one again
         return [str(pytriton_dir() / "bin" / "tritonserver"),
-                f"--model-repository={self.workspace / 'models'}", "--model-control-mode=none",
+                f"--model-repository={self.workspace / 'models'}", "--model-control-mode=explicit",
+                "--load-model=*",
                 f"--backend-directory={self.workspace / 'backends'}", "--strict-readiness=true",
                 f"--http-address={o.host}", f"--http-port={o.http_port}",
                 f"--grpc-address={o.host}", f"--grpc-port={o.grpc_port}",
@@ -231,9 +254,77 @@ def serve(artifact: Path, options: ServeOptions, progress: Callable[[str], None]
         names = ", ".join(server.models.values())
         progress(f"ready: {names} on http://{server.url} (gRPC :{options.grpc_port}, metrics "
                  f":{options.metrics_port}); Ctrl-C stops")
-        code = server.process.wait()
-        return 0 if stopping else code
+        code = _supervise(server, stopping, progress)
+        if not stopping:  # a supervisor (systemd, Kubernetes) restarts a salrt serve that exits non-zero
+            raise SalrtError(f"Triton {_ended(code)}: nothing is served any more" +
+                             (_last_error(server) if code >= 0 else ""))
+        return 0
     finally:
         server.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+SUPERVISE_S = 0.5        # how often salrt serve looks at Triton and its stubs
+LIVENESS_TIMEOUT_S = 10  # a liveness probe unanswered this long fails
+LIVENESS_FAILURES = 3    # consecutive failed probes, one a SUPERVISE_S apart at least: Triton is deaf, stopped
+LIVENESS_EVERY_S = 5.0
+
+
+def _supervise(server: TritonServer, stopping: list, progress: Callable[[str], None]) -> int:
+    """Waits for Triton to exit and returns its code. Meanwhile a model whose stub died is loaded again, and a
+    Triton that stops answering its liveness probe is killed: salrt serve is never alive and deaf."""
+    failures, probed = 0, time.monotonic()
+    while True:
+        try:
+            return server.process.wait(SUPERVISE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        if stopping:
+            continue
+        for name in server.dead_models():
+            started = time.monotonic()
+            progress(f"{name}: its backend process died; loading it again")
+            try:
+                server.revive(name)
+                progress(f"{name}: serving again after {time.monotonic() - started:.1f} s")
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+                if not stopping and server.process.poll() is None:
+                    progress(f"{name}: loading it again failed ({err}); trying again")
+        if time.monotonic() - probed >= LIVENESS_EVERY_S:
+            probed = time.monotonic()
+            failures = 0 if server.live() else failures + 1
+            if failures >= LIVENESS_FAILURES and not stopping:
+                server.process.kill()
+                server.process.wait()
+                raise SalrtError(f"Triton stopped answering (no reply to {LIVENESS_FAILURES} liveness probes of "
+                                 f"{LIVENESS_TIMEOUT_S} s): killed it; nothing is served any more")
+
+
+def _ended(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited on its own with code {code}"
+
+
+def _last_error(server: TritonServer) -> str:
+    tail = server.log_tail(1)
+    return f" (its log's last error: {tail.strip()[:300]})" if tail.strip() else ""
+
+
+def _children(pid: int) -> list[tuple[str, str]]:
+    """(command line, state) of each child process of ``pid`` (Linux's /proc; none elsewhere)."""
+    found, pids = [], []
+    for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread that started it
+        try:
+            pids += (task / "children").read_text().split()
+        except OSError:
+            pass
+    for child in pids:
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        found.append((command, state))
+    return found
