@@ -34,6 +34,7 @@ from salrt.models import load_model
 from salrt.server import TENSOR, ServeOptions, TritonServer
 from salrt.server.process import MALLOC_SETTINGS
 from salrt.server.client import RemoteExplainer, SharedMemoryTensors
+from salrt.server.client import tensor_inputs as client_tensor_inputs
 from salrt.server.repository import TIMING
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,9 +59,7 @@ PAUSE_S = 0.02
 
 
 def tensor_inputs(image: np.ndarray) -> list:
-    inputs = [PROTOCOL.InferInput("image", list(image.shape), "FP32")]
-    inputs[0].set_data_from_numpy(image)
-    return inputs
+    return client_tensor_inputs(PROTOCOL, image)
 
 
 def grpc_url(server: TritonServer) -> str:
@@ -193,7 +192,7 @@ class Probe:
         self.module, self.model, self.log = module, server.models[TENSOR], server.log
         self.client = module.InferenceServerClient(
             server.url if module is http else grpc_url(server))
-        self.inputs = [module.InferInput("image", list(image.shape), "FP32")]
+        self.inputs = client_tensor_inputs(module, image)  # the targets' few bytes as the client sends them
         if module is http:
             self.inputs[0].set_data_from_numpy(image, binary_data=binary)
             self.outputs = outputs and [http.InferRequestedOutput(name, binary_data=binary) for name in outputs]

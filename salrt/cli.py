@@ -272,10 +272,8 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
               help="an unreadable image: fail the run before any work, or continue and record it in the index "
                    "[default: fail for files named one by one, continue for directories, globs and lists]")
 @click.option("--resume", is_flag=True, help="continue the earlier run in --out: skip inputs whose outputs and "
-                                             "index row it left complete")
-@click.option("--overwrite", is_flag=True, help="replace the earlier run in --out: delete its maps, index and "
-                                                "gallery first (without --resume or --overwrite, an --out holding "
-                                                "one is refused)")
+                                             "index row it left complete [default: replace that run, deleting "
+                                             "the maps, index and gallery it wrote]")
 @click.option("--html", is_flag=True, help="also write index.html: a gallery of the overlays")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="processes decoding images ahead of the model [default: one per core, at most 8]")
@@ -298,7 +296,7 @@ def export(model, weights, formats, out_dir, device, dtype, method, model_option
 @_method_options
 @_model_options
 def explain(source, images, list_files, target, region, box, top_detections, region_dir, out_dir, backend, device, cuda_graphs, weights, batch_size, save,
-            index_format, on_error, resume, overwrite, html, workers, server, jpeg_draft, ray_address, ray_concurrency,
+            index_format, on_error, resume, html, workers, server, jpeg_draft, ray_address, ray_concurrency,
             ray_num_gpus, dtype, method, model_options):
     """Explain IMAGES with SOURCE: heatmaps, overlays, arrays and an index of classes under --out.
 
@@ -328,7 +326,7 @@ def explain(source, images, list_files, target, region, box, top_detections, reg
                       region=region, box=box and _floats(box), top_detections=top_detections, region_dir=region_dir, backend=backend, device=device, cuda_graphs=cuda_graphs, weights=weights,
                       batch_size=batch_size, server=server, method=method, dtype=dtype, save=parse_save(save),
                       index_format=index_format,
-                      on_error=on_error, resume=resume, overwrite=overwrite, html=html, workers=workers, jpeg_draft=jpeg_draft,
+                      on_error=on_error, resume=resume, html=html, workers=workers, jpeg_draft=jpeg_draft,
                       ray=ray_address, ray_concurrency=ray_concurrency, ray_num_gpus=ray_num_gpus,
                       model_options=model_options)
     summary = explain_files(source, list(images), out_dir, options, list_files=list_files, output=click.echo)

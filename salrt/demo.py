@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import SalrtError
-from .explain import Options, explain_files
+from .explain import explain_files
 from .artifact import export
 from .evaluate import evaluate, parse_methods
 from .render import contact_sheet, labelled
@@ -57,7 +57,7 @@ def main(out: Path) -> None:
     for artifact in artifacts:
         print(f"{artifact.name}:")
         maps = out / f"{artifact.name}-maps"
-        explain_files(str(artifact), photos, maps, Options(overwrite=True))  # the demo's own --out
+        explain_files(str(artifact), photos, maps)
         _summary(maps, photos, out / f"{artifact.name}-summary.png", artifact.name)
     print("every method side by side (efficientnet_lite0):")
     evaluate("efficientnet_lite0", photos, parse_methods("all"), metrics=(), out_dir=out / "methods")

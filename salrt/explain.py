@@ -59,8 +59,7 @@ class Options:
     save: Sequence[str] = DEFAULT_SAVE  # of SAVE_CHOICES
     index_format: str = "parquet"       # or csv
     on_error: Optional[str] = None      # fail | continue; default: fail for files named one by one
-    resume: bool = False                # continue the earlier run in --out
-    overwrite: bool = False             # replace the earlier run in --out (its files, index and gallery)
+    resume: bool = False                # continue the earlier run in --out; without it, that run is replaced
     html: bool = False
     workers: Optional[int] = None       # loading processes; default: one per core, at most 8
     jpeg_draft: bool = False            # decode JPEGs reduced to what the model's resize needs (faster, not exact)
@@ -110,17 +109,16 @@ def explain_files(source: str, paths: Sequence[Path], out_dir: Path, options: Op
     on_error = options.on_error or ("fail" if inputs.named_one_by_one else "continue")
     workers = default_workers() if options.workers is None else options.workers
     _check_options(inputs, options, on_error)
-    found = _earlier_run(out_dir, options)
     if on_error == "fail":
         _refuse_unreadable(inputs, options.batch_size, workers)
     if options.ray is not None:  # the model loads in Ray's actors, not here
         from .ray import check_source, explain_on_ray
         check_source(source)
-        _clear(_writable(out_dir), found, options)
+        _clear(_writable(out_dir), options)
         return explain_on_ray(source, inputs, out_dir, options)
     # before the output directory exists: a refused model leaves nothing
     model = _load_model(source, options, beside_workers=workers > 0)
-    _clear(_writable(out_dir), found, options)
+    _clear(_writable(out_dir), options)
     remove_leftover_temporaries(out_dir)
     journal = Journal(out_dir, model.settings, options.resume)
     try:
@@ -141,18 +139,14 @@ def explain_files(source: str, paths: Sequence[Path], out_dir: Path, options: Op
     return summary
 
 
-def _earlier_run(out_dir: Path, options: Options) -> Optional[earlier.EarlierRun]:
-    """The earlier run ``out_dir`` holds; an InputError unless --resume or --overwrite says what to do with it."""
-    found = earlier.find(out_dir) if out_dir.is_dir() else None
-    if found and not (options.resume or options.overwrite):
-        raise InputError(f"{out_dir} holds an earlier run's results ({found.describe()}): --resume continues that "
-                         f"run, --overwrite replaces it, or choose another --out")
-    return found
-
-
-def _clear(out_dir: Path, found: Optional[earlier.EarlierRun], options: Options) -> None:
-    """--overwrite: deletes what the earlier run owned; else its index and gallery, which this run rewrites."""
-    if found and options.overwrite:
+def _clear(out_dir: Path, options: Options) -> None:
+    """Makes ``out_dir`` this run's: without --resume, an earlier run's results there are deleted (what it
+    owned, see ``dataset.earlier``), said in one line; with it, only its index and gallery, which this run
+    rewrites."""
+    found = earlier.find(out_dir)
+    if found and not options.resume:
+        tqdm.write(f"replacing the earlier run in {out_dir} ({found.describe()}); --resume would continue it",
+                   file=sys.stderr)
         earlier.remove(found)
     else:
         earlier.remove_derived(out_dir)
@@ -192,8 +186,6 @@ def _check_options(inputs: InputSet, options: Options, on_error: str) -> None:
                          "manifest.json lists its classes in order)")
     if options.server and "grad" in options.save:
         raise InputError("--save grad needs the attribution, which a server's image model does not send back")
-    if options.resume and options.overwrite:
-        raise InputError("--resume continues the run in --out, --overwrite replaces it: one or the other")
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
     if "index" in options.save and options.index_format == "parquet":

@@ -358,21 +358,12 @@ def assert_whole(out: Path) -> int:
     return len(rows)
 
 
-def test_an_out_holding_an_earlier_run_is_refused_unless_resumed_or_overwritten(tmp_path, tree, artifact):
+def test_a_new_run_replaces_what_an_earlier_run_wrote_in_its_out_and_nothing_else(tmp_path, tree, artifact):
     out = tmp_path / "maps"
     first = explain_files(str(artifact), [tree], out, Options(batch_size=2, workers=0, html=True))
     assert first.explained == 4
-    before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    assert Path("index.html") in before and Path("b/c/astronaut.jpg_overlay.png") in before
-
-    result = salrt_cli("explain", artifact, tree / "a/cat.jpg", "--out", out)
-    assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: {out} holds an earlier run's results (5 images, results.parquet, "
-                                      f"index.html): --resume continues that run, --overwrite replaces it, or "
-                                      f"choose another --out")
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before, "a refused run changes nothing"
-    with pytest.raises(InputError, match="one or the other"):
-        explain_files(str(artifact), [tree], out, Options(resume=True, overwrite=True))
+    written = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert Path("index.html") in written and Path("b/c/astronaut.jpg_overlay.png") in written
 
     outside = tmp_path / "not-salrts.txt"  # a damaged journal naming a file outside --out deletes nothing there
     outside.write_text("keep")
@@ -380,12 +371,18 @@ def test_an_out_holding_an_earlier_run_is_refused_unless_resumed_or_overwritten(
     with sqlite3.connect(out / JOURNAL) as db:
         db.execute("UPDATE rows SET outputs = ? WHERE path = 'b/bad.jpg'", (json.dumps({"../not-salrts.txt": [4, 0]}),))
 
-    result = salrt_cli("explain", artifact, tree / "a/cat.jpg", "--out", out, "--overwrite")
+    result = salrt_cli("explain", artifact, tree / "a/cat.jpg", "--out", out)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.rglob("*")) == [JOURNAL, "cat_overlay.png", "cat_saliency.png", "notes.txt",
-                                                     "results.parquet"]
+    assert f"replacing the earlier run in {out} (5 images, results.parquet, index.html); --resume would continue " \
+           f"it" in result.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        JOURNAL, "cat_overlay.png", "cat_saliency.png", "notes.txt", "results.parquet"]  # no stale tree, no gallery
     assert outside.read_text() == "keep"
     assert [row["path"] for row in read_index(out / "results.parquet")] == ["cat.jpg"]
+
+    resumed = salrt_cli("explain", artifact, tree / "a/cat.jpg", "--out", out, "--resume", "--save", "png")
+    assert "replacing" not in resumed.stderr and resumed.returncode == 0
+    assert not (out / "results.parquet").exists(), "the index is this run's or none"
 
 
 def test_sigterm_and_ctrl_c_stop_at_a_batch_boundary_and_resume(tmp_path, crops, artifact):

@@ -91,9 +91,9 @@ def test_ray_gives_the_index_files_and_maps_of_a_local_run(tmp_path, tree, artif
 
 
 def test_a_second_ray_run_replaces_the_index_rather_than_adding_to_it(tmp_path, tree, artifact, local_ray):
-    for flags in ([], ["--overwrite"]):  # without it, the second run is refused (tests/test_dataset.py)
+    for _ in range(2):
         code, output = explain_cli(f"{artifact}/", tree / "a", "--out", tmp_path, "--save", "npy,index", "--ray",
-                                   "--ray-concurrency", "1", *flags)
+                                   "--ray-concurrency", "1")
         assert code == 0, output
     assert len(pd.read_parquet(tmp_path / "results.parquet")) == PHOTOS // 2
 

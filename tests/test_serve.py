@@ -19,7 +19,7 @@ from PIL import Image
 
 import salrt
 from salrt.server import ServeOptions, TritonServer, model_names
-from salrt.server.client import RemoteExplainer
+from salrt.server.client import RemoteExplainer, tensor_inputs
 
 from conftest import GRAY_SHAPE, png_header, relative_l2
 from triton_helpers import free_ports
@@ -55,22 +55,19 @@ def local(artifact):
     return salrt.load(artifact, backend="onnxruntime")
 
 
-def tensor_request(module, image: np.ndarray, target=None, dtype="FP32"):
-    inputs = [module.InferInput("image", list(image.shape), dtype)]
-    inputs[0].set_data_from_numpy(image)
-    if target is not None:
-        inputs.append(module.InferInput("target", [len(target), 1], "INT64"))
-        inputs[1].set_data_from_numpy(np.asarray(target, dtype=np.int64).reshape(-1, 1))
-    return inputs
+def target_input(module, target) -> object:
+    tensor = module.InferInput("target", [len(target), 1], "INT64")
+    tensor.set_data_from_numpy(np.asarray(target, dtype=np.int64).reshape(-1, 1))
+    return tensor
+
+
+tensor_request = tensor_inputs  # ``target``: None sends -1 per row, the top class (every input is required)
 
 
 def image_request(encoded: list[bytes], target=None):
     inputs = [http.InferInput("image_bytes", [len(encoded), 1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([[e] for e in encoded], dtype=np.object_))
-    if target is not None:
-        inputs.append(http.InferInput("target", [len(target), 1], "INT64"))
-        inputs[1].set_data_from_numpy(np.asarray(target, dtype=np.int64).reshape(-1, 1))
-    return inputs
+    return inputs + [target_input(http, [-1] * len(encoded) if target is None else target)]
 
 
 def encoded_photos(photos) -> list[bytes]:
@@ -98,10 +95,18 @@ def test_tensor_model_matches_in_process_over_http_and_grpc(server, local):
         assert np.abs(result.as_numpy("grad")).max() > 0
 
 
-def test_target_is_optional_and_means_the_top_class(server, local):
+def test_every_input_is_required_by_name_and_a_negative_target_means_the_top_class(server, local):
+    """Triton checks only the count of inputs where some are optional, and a request with a target but no image
+    crashed it (SIGSEGV): every input is required, and a request missing one is refused naming it."""
     image = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(8))
-    result = http.InferenceServerClient(server.url).infer("resnet18", tensor_request(http, image.numpy()))
+    client = http.InferenceServerClient(server.url)
+    result = client.infer("resnet18", tensor_request(http, image.numpy()))
     assert result.as_numpy("used_target").ravel().tolist() == local.explain(image).target.tolist()
+    for inputs, missing in ((tensor_request(http, image.numpy())[:1], "target"),
+                            (tensor_request(http, image.numpy())[1:], "image")):
+        with pytest.raises(InferenceServerException, match=f"missing required input\\(s\\) \\['{missing}'\\]"):
+            client.infer("resnet18", inputs)
+    assert server.process.poll() is None
 
 
 def test_image_model_matches_in_process_on_photos(server, local, photos):
@@ -514,11 +519,17 @@ def _infer_all(url: str, model: str, requests: list[list]) -> list:
 
 
 def _with(inputs: list, **tensors) -> list:
-    """``inputs`` and the named float32 tensors (a task's region or box)."""
+    """``inputs`` and the named tensors of a task (region, box: float32; query: int64)."""
     for name, value in tensors.items():
-        inputs.append(http.InferInput(name, list(value.shape), "FP32"))
-        inputs[-1].set_data_from_numpy(np.ascontiguousarray(value, np.float32))
+        dtype = np.int64 if name == "query" else np.float32
+        inputs.append(http.InferInput(name, list(value.shape), "INT64" if dtype is np.int64 else "FP32"))
+        inputs[-1].set_data_from_numpy(np.ascontiguousarray(value, dtype))
     return inputs
+
+
+def _no_query(n: int) -> np.ndarray:
+    """-1 per row: the query the box or the score picks (every input is required)."""
+    return np.full((n, 1), -1)
 
 
 def test_serves_a_segmentation_region_and_refuses_an_empty_one_alone(tmp_path, photo_files):
@@ -541,7 +552,7 @@ def test_serves_a_segmentation_region_and_refuses_an_empty_one_alone(tmp_path, p
         good, empty, nowhere = _infer_all(server.url, "Painted", [
             _with(tensor_request(http, image, [1, -1]), region=region),
             _with(tensor_request(http, image[:1], [1]), region=np.zeros((1, 32, 32))),
-            tensor_request(http, image[:1], [3])])
+            _with(tensor_request(http, image[:1], [3]), region=np.full((1, 32, 32), -1))])
         served_photo = RemoteExplainer(server.url, "Painted").explain([photo], 2, region=tmp_path / "mask.png")
         cli = subprocess.run([sys.executable, "-m", "salrt.cli", "explain", "Painted", "--server", server.url,
                               str(photo_files["chelsea"]), "--target", "2", "--region", str(tmp_path / "mask.png"),
@@ -571,10 +582,11 @@ def test_serves_a_detection_box_on_tensors_and_photos(tmp_path, photo_files):
     expected_photo = local.explain(photo, box=[10, 10, 50, 60])
     with TritonServer(artifact, options(backend="torchscript")) as server:
         client = http.InferenceServerClient(server.url)
-        served = client.infer("TinyDetector", _with(tensor_request(http, image), box=box))
+        served = client.infer("TinyDetector", _with(tensor_request(http, image), box=box, query=_no_query(2)))
         outputs = [o["name"] for o in client.get_model_metadata("TinyDetector_image")["outputs"]]
         with pytest.raises(InferenceServerException, match=r"is not a box inside the model's 64x64 input"):
-            client.infer("TinyDetector", _with(tensor_request(http, image[:1]), box=np.array([[0, 0, 80, 10]])))
+            client.infer("TinyDetector", _with(tensor_request(http, image[:1]), box=np.array([[0, 0, 80, 10]]),
+                                               query=_no_query(1)))
         served_photo = RemoteExplainer(server.url, "TinyDetector").explain([photo], box=[10, 10, 50, 60])
     assert outputs == ["logits", "used_target", "saliency", "used_query", "used_box", "score"]
     assert served.as_numpy("used_query").ravel().tolist() == expected.used_query.tolist()

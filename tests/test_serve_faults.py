@@ -14,6 +14,7 @@ import torch
 
 import salrt
 from salrt.server import ServeOptions, TritonServer, model_names
+from salrt.server.client import tensor_inputs
 
 from conftest import GRAY_SHAPE, relative_l2
 from triton_helpers import free_ports
@@ -28,12 +29,6 @@ MAX_BATCH = 4
 def ports() -> dict:
     http_port, grpc_port, metrics_port = free_ports(3)
     return {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port}
-
-
-def tensor_inputs(module, image: np.ndarray, dtype: str = "FP32") -> list:
-    inputs = [module.InferInput("image", list(image.shape), dtype)]
-    inputs[0].set_data_from_numpy(image)
-    return inputs
 
 
 class Serving:
@@ -139,3 +134,121 @@ def test_a_killed_stub_fails_its_requests_and_is_loaded_again_and_a_killed_trito
             serving.lines[-3:]
     finally:
         serving.stop()
+
+
+@pytest.fixture(scope="module")
+def served(gray_artifact):
+    with TritonServer(gray_artifact, ServeOptions(backend="onnxruntime", max_batch=MAX_BATCH, **ports())) as server:
+        yield server
+
+
+DTYPES = {"FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32, "UINT8": np.uint8,
+          "BOOL": np.bool_}
+
+
+def fuzzed_requests(classes: int):
+    """(protocol, model kind, inputs or raw HTTP body, what is wrong): requests that must each get an error."""
+    from hypothesis import strategies as st
+    shapes = st.tuples(st.integers(1, MAX_BATCH), st.integers(0, 4), st.integers(0, 80), st.integers(0, 80)) \
+        .filter(lambda shape: shape[1:] != GRAY_SHAPE)
+    protocol = st.sampled_from(["http", "grpc"])
+    right = lambda n: np.zeros((n, *GRAY_SHAPE), np.float32)  # noqa: E731
+    return st.one_of(
+        st.tuples(protocol, st.just("wrong shape"), shapes.map(lambda shape: np.zeros(shape, np.float32))),
+        st.tuples(protocol, st.just("batch over the maximum"), st.integers(MAX_BATCH + 1, 3 * MAX_BATCH).map(right)),
+        st.tuples(protocol, st.sampled_from([f"dtype {name}" for name in DTYPES]), st.integers(1, MAX_BATCH)),
+        st.tuples(protocol, st.just("target out of range"),
+                  st.lists(st.integers(classes, 2**62), min_size=1, max_size=MAX_BATCH)),
+        st.tuples(protocol, st.just("targets for another batch"), st.integers(2, MAX_BATCH)),
+        st.tuples(protocol, st.just("not finite"), st.sampled_from([np.nan, np.inf, -np.inf])),
+        st.tuples(protocol, st.just("no image"), st.integers(1, MAX_BATCH)),
+        st.tuples(protocol, st.just("an extra input"), st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1,
+                                                               max_size=12).filter(lambda n: n not in ("image", "target"))),
+        st.tuples(protocol, st.just("random bytes as images"), st.lists(st.binary(max_size=300), min_size=1,
+                                                                         max_size=MAX_BATCH)),
+        st.tuples(st.just("raw"), st.just("truncated body"), st.integers(1, 2000)),
+    )
+
+
+def send(served: TritonServer, name: str, request) -> None:
+    """Sends one fuzzed request; raises InferenceServerException (or, raw, an HTTP error) as the server answers."""
+    protocol, fault, value = request
+    module = {"http": http, "grpc": grpc}.get(protocol)
+    if protocol == "raw":
+        return _truncated(served, name, value)
+    client = http.InferenceServerClient(served.url) if module is http else \
+        grpc.InferenceServerClient(f"127.0.0.1:{served.options.grpc_port}")
+    model, inputs = name, None
+    if fault in ("wrong shape", "batch over the maximum"):
+        inputs = tensor_inputs(module, value)
+    elif fault.startswith("dtype"):
+        dtype = fault.split()[1]
+        inputs = tensor_inputs(module, np.zeros((value, *GRAY_SHAPE), DTYPES[dtype]), dtype)
+    elif fault in ("target out of range", "targets for another batch", "no image"):
+        count = len(value) if fault == "target out of range" else value
+        targets = np.array(value if fault == "target out of range" else [0] * (count - 1), np.int64).reshape(-1, 1)
+        target = module.InferInput("target", list(targets.shape), "INT64")
+        target.set_data_from_numpy(targets)
+        image = [] if fault == "no image" else tensor_inputs(module, np.zeros((count, *GRAY_SHAPE), np.float32))[:1]
+        inputs = image + [target]
+    elif fault == "not finite":
+        image = np.zeros((1, *GRAY_SHAPE), np.float32)
+        image[0, 0, 3, 5] = value
+        inputs = tensor_inputs(module, image)
+    elif fault == "an extra input":
+        extra = module.InferInput(value, [1, 1], "FP32")
+        extra.set_data_from_numpy(np.zeros((1, 1), np.float32))
+        inputs = tensor_inputs(module, np.zeros((1, *GRAY_SHAPE), np.float32)) + [extra]
+    elif fault == "random bytes as images":
+        model = f"{name}_image"
+        inputs = [module.InferInput("image_bytes", [len(value), 1], "BYTES")]
+        inputs[0].set_data_from_numpy(np.array([[b"\x89PNG" + data] for data in value], dtype=np.object_))
+        inputs += tensor_inputs(module, np.zeros((len(value), 1), np.float32))[1:]
+    try:
+        client.infer(model, inputs)
+    finally:
+        client.close()
+
+
+def _truncated(served: TritonServer, name: str, cut: int) -> None:
+    """A binary-tensor HTTP request whose body ends ``cut`` bytes early (its header still claims every byte)."""
+    import http.client
+    import json
+    image = np.zeros((1, *GRAY_SHAPE), np.float32).tobytes()
+    header = json.dumps({"inputs": [{"name": "image", "shape": [1, *GRAY_SHAPE], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(image)}},
+                                    {"name": "target", "shape": [1, 1], "datatype": "INT64", "data": [-1]}]}).encode()
+    body = (header + image)[:-cut]
+    connection = http.client.HTTPConnection(*served.url.split(":"), timeout=30)
+    try:
+        connection.request("POST", f"/v2/models/{name}/infer", body=body,
+                           headers={"Inference-Header-Content-Length": str(len(header))})
+        response = connection.getresponse()
+        raise InferenceServerException(f"[{response.status}] {response.read()[:200]!r}") if response.status >= 400 \
+            else AssertionError(f"a truncated body was answered {response.status}")
+    finally:
+        connection.close()
+
+
+def test_fuzzed_requests_each_get_an_error_and_the_next_good_one_is_answered(served, gray_artifact):
+    from hypothesis import HealthCheck, given, settings
+    local = salrt.load(gray_artifact, backend="onnxruntime")
+    name = model_names(local.manifest)["tensor"]
+    image = torch.randn(1, *GRAY_SHAPE, generator=torch.Generator().manual_seed(11))
+    expected = local.explain(image).grad
+    good = http.InferenceServerClient(served.url)
+    tried: dict[str, int] = {}
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(fuzzed_requests(len(local.categories)))
+    def check(request):
+        tried[request[1]] = tried.get(request[1], 0) + 1
+        with pytest.raises(InferenceServerException):
+            send(served, name, request)
+        grad = good.infer(name, tensor_inputs(http, image.numpy())).as_numpy("grad")
+        assert relative_l2(torch.from_numpy(grad.copy()), expected) <= 1e-5, request[:2]
+    check()
+    print(f"fuzzed requests: {sum(tried.values())} ({', '.join(f'{k} {v}' for k, v in sorted(tried.items()))}), "
+          f"each refused and followed by a good one answered")
+    assert sum(tried.values()) >= 300 and len(tried) >= 12

@@ -121,6 +121,7 @@ HOSTILE = [None, True, 0, -1, 7, 2**62, 1.5, -1e300, "", "x", "N", "../../etc/pa
            [], [None], [-1, -1], [10**9, 10**9], ["N", 1, 48, 64], {}, {"name": None}, {"file": 1},
            [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
 DELETED = object()
+PYTHON_MUTATIONS, CPP_MUTATIONS = 120, 25  # per backend; C++: each a process of its own
 
 
 def manifest_paths(value, prefix=()) -> list[tuple]:
@@ -168,64 +169,65 @@ def mutations(manifest_fields):
 MUTATION_IMAGES = torch.rand(2, *GRAY_SHAPE, generator=torch.Generator().manual_seed(3)) * 2 - 1
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
-def test_every_mutation_of_a_manifest_explains_correctly_or_is_a_salrt_error(gray_artifact, tmp_path, backend,
-                                                                             manifest_fields):
-    """Property: a field dropped, retyped or made hostile either changes nothing the explanation computes, or
-    is refused as a SalrtError naming it; never a TypeError, a KeyError, a crash or a wrong map."""
+def try_mutations(gray_artifact, tmp_path, manifest_fields, examples: int, explained_or_refused) -> int:
+    """Runs ``explained_or_refused(directory, mutation)`` (True: refused as it must be; False: explained, checked
+    by it) on ``examples`` mutated copies of ``gray_artifact``, as Hypothesis draws them; returns how many were
+    refused."""
     from hypothesis import HealthCheck, given, settings
     manifest, _ = manifest_fields
-    expected = salrt.load(gray_artifact, backend=backend).explain(MUTATION_IMAGES, torch.tensor([1, -1]))
     tried, refused = [], []
 
-    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(mutations(manifest_fields))
     def check(mutation):
         path, value = mutation
         directory = artifact_with(gray_artifact, tmp_path / "mutated", mutated(manifest, path, value))
         tried.append(mutation)
+        refused.extend([mutation] if explained_or_refused(directory, mutation) else [])
+    check()
+    assert len(tried) >= examples and 0 < len(refused) < len(tried)
+    return len(refused)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
+def test_every_mutation_of_a_manifest_explains_correctly_or_is_a_salrt_error(gray_artifact, tmp_path, backend,
+                                                                             manifest_fields):
+    """Property: a field dropped, retyped or made hostile either changes nothing the explanation computes, or
+    is refused as a SalrtError naming it; never a TypeError, a KeyError, a crash or a wrong map."""
+    expected = salrt.load(gray_artifact, backend=backend).explain(MUTATION_IMAGES, torch.tensor([1, -1]))
+
+    def explained_or_refused(directory, mutation) -> bool:
         try:
             result = salrt.load(directory, backend=backend).explain(MUTATION_IMAGES, torch.tensor([1, -1]))
             result.top(3)
         except SalrtError:
-            refused.append(mutation)
-            return
+            return True
         for name in ("logits", "used_target", "saliency", "grad"):
-            assert torch.equal(getattr(result, name), getattr(expected, name)), (path, value, name)
-        assert [str(c) for c in result.categories] == result.categories, (path, value)
-    check()
-    print(f"{backend}: {len(tried)} mutations tried, {len(refused)} refused, the rest explained as before")
-    assert len(tried) >= 150 and 0 < len(refused) < len(tried)
+            assert torch.equal(getattr(result, name), getattr(expected, name)), (mutation, name)
+        assert [str(c) for c in result.categories] == result.categories, mutation
+        return False
+    refused = try_mutations(gray_artifact, tmp_path, manifest_fields, PYTHON_MUTATIONS, explained_or_refused)
+    print(f"{backend}: {PYTHON_MUTATIONS} mutations tried, {refused} refused, the rest explained as before")
 
 
 def test_every_mutation_of_a_manifest_is_explained_or_refused_by_the_cpp_runtime(binary, gray_artifact,  # noqa: F811
                                                                                  tmp_path, manifest_fields):
     """The same property for salrt_explain: it explains as before, or exits 1 with one error line; never a
     signal (a crash) or an uncaught exception's abort. Fewer examples: each is a process."""
-    from hypothesis import HealthCheck, given, settings
-    manifest, _ = manifest_fields
     inp = save_input(tmp_path / "in.pt", MUTATION_IMAGES, torch.tensor([1, -1]))
     run(binary, gray_artifact, inp, tmp_path / "expected.pt", "--backend", "torchscript")
     expected = torch.load(tmp_path / "expected.pt")
-    tried, refused = [], []
 
-    @settings(max_examples=30, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
-    @given(mutations(manifest_fields))
-    def check(mutation):
-        path, value = mutation
-        directory = artifact_with(gray_artifact, tmp_path / "mutated", mutated(manifest, path, value))
-        tried.append(mutation)
+    def explained_or_refused(directory, mutation) -> bool:
         done = run(binary, directory, inp, tmp_path / "out.pt", "--backend", "torchscript", check=False)
         if done.returncode == 1 and len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "):
-            refused.append(mutation)
-            return
-        assert done.returncode == 0, (path, value, done.returncode, done.stderr)
-        assert all(torch.equal(a, b) for a, b in zip(torch.load(tmp_path / "out.pt"), expected)), (path, value)
-    check()
-    print(f"C++: {len(tried)} mutations tried, {len(refused)} refused, the rest explained as before")
-    assert len(tried) >= 30 and 0 < len(refused) < len(tried)
+            return True
+        assert done.returncode == 0, (mutation, done.returncode, done.stderr)
+        assert all(torch.equal(a, b) for a, b in zip(torch.load(tmp_path / "out.pt"), expected)), mutation
+        return False
+    refused = try_mutations(gray_artifact, tmp_path, manifest_fields, CPP_MUTATIONS, explained_or_refused)
+    print(f"C++: {CPP_MUTATIONS} mutations tried, {refused} refused, the rest explained as before")
 
 
 class AnotherProgram(torch.nn.Module):

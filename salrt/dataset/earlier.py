@@ -4,10 +4,10 @@ A run owns its journal (``journal.FILE_NAME``), its index (results.parquet, a fi
 writes, or results.csv), its gallery (index.html) and the output files its rows list. Nothing else in --out is
 salrt's, and no run deletes it.
 
-A new run refuses an --out holding an earlier run's results unless told what to do with them: ``--resume``
-continues that run, ``--overwrite`` deletes what it owned first. Either way the index and the gallery go
-before any image is explained: they are rewritten from the journal when the run ends, and an interrupted run
-must not leave an earlier run's complete index behind, which a reader would take for its own.
+A new run replaces an earlier run's results (``remove``: what it owned, said in one line) unless ``--resume``
+continues that run. Either way the index and the gallery go before any image is explained: they are rewritten
+from the journal when the run ends, and an interrupted run must not leave an earlier run's complete index
+behind, which a reader would take for its own.
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ class EarlierRun:
 
 def find(out_dir: Path) -> Optional[EarlierRun]:
     """The earlier run whose results ``out_dir`` holds, if any."""
+    if not out_dir.is_dir():
+        return None
     rows, outputs = journal.recorded(out_dir)
     derived = [path for path in derived_files(out_dir) if path.exists()]
     if not rows and not derived:

@@ -67,6 +67,13 @@ class StopOnSignals:
 def ignore_in_workers() -> None:
     """For loading processes: a terminal's Ctrl-C (and a service manager's SIGTERM) reaches the whole process
     group, and a worker it killed would fail the batch the main process is waiting for. The main process stops
-    its workers itself."""
+    its workers itself; when it does so mid-transfer (a second Ctrl-C), the thread through which a worker hands
+    over a batch's tensors finds its connection gone, which is expected then and not worth a traceback."""
     for number in SIGNALS:
         signal.signal(number, signal.SIG_IGN)
+    threading.excepthook = _quiet_when_torn_down
+
+
+def _quiet_when_torn_down(args) -> None:
+    if not issubclass(args.exc_type, (ConnectionResetError, BrokenPipeError, EOFError)):
+        threading.__excepthook__(args)

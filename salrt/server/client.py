@@ -49,6 +49,9 @@ class RemoteExplainer:
         parameters = config["parameters"]
         # the image model's outputs (the class, the map, what the task explained); per-row scalars come as [N, 1]
         self.output_names = [output["name"] for output in config["output"]]
+        # every input is required (server.repository): those not given are sent as the contract's default, -1
+        self._inputs = {tensor["name"]: (tensor["data_type"], [int(d) for d in tensor["dims"]])
+                        for tensor in config["input"]}
         self._per_row = {output["name"]: "reshape" in output for output in config["output"]}
         self.preprocessing = Preprocessing(**json.loads(parameters["preprocessing"]["string_value"]))
         self.categories: list[str] = json.loads(parameters["categories"]["string_value"])
@@ -69,6 +72,9 @@ class RemoteExplainer:
             inputs["region"] = (region.expand(n, *region.shape) if region.dim() == 2 else region).numpy()
         if box is not None:
             inputs["box"] = np.broadcast_to(np.asarray(box, np.float32).reshape(-1, 4), (n, 4))
+        for name, (data_type, dims) in self._inputs.items():
+            if name not in inputs:
+                inputs[name] = np.full((n, *dims), -1, np.int64 if data_type == "TYPE_INT64" else np.float32)
         requested = [self._module.InferInput(name, list(value.shape), _DATA_TYPES[value.dtype.kind])
                      for name, value in inputs.items()]
         for tensor, value in zip(requested, inputs.values()):
@@ -130,6 +136,7 @@ class SharedMemoryTensors:
             raise
         self._input = grpc.InferInput("image", list(image_shape), "FP32")
         self._input.set_shared_memory(self.regions["image"].name, self.regions["image"].size)
+        self._target = tensor_inputs(grpc, np.zeros(image_shape, np.float32))[1]  # -1s: the top class, inline
         self._outputs = []
         for name in outputs:
             requested = grpc.InferRequestedOutput(name)
@@ -142,7 +149,7 @@ class SharedMemoryTensors:
             raise InputError(f"an image of shape {tuple(image.shape)} for regions sized for "
                              f"{self.regions['image'].shape}: make one SharedMemoryTensors per request shape")
         self._shm.set_shared_memory_region(self.regions["image"].handle, [np.ascontiguousarray(image, np.float32)])
-        self._client.infer(model, [self._input], outputs=self._outputs, **request)
+        self._client.infer(model, [self._input, self._target], outputs=self._outputs, **request)
         return {name: self._shm.get_contents_as_numpy(region.handle, region.dtype, region.shape).copy()
                 for name, region in self.regions.items() if name != "image"}
 
@@ -160,3 +167,14 @@ class SharedMemoryTensors:
 
     def __exit__(self, *error) -> None:
         self.close()
+
+
+def tensor_inputs(module, image: np.ndarray, target=None, dtype: str = "FP32") -> list:
+    """A tensor model's request for tritonclient ``module`` (``tritonclient.http`` or ``.grpc``): ``image``
+    [N,C,H,W] and its targets, -1 per row (the top class) unless given, since every input is required."""
+    target = np.full(len(image), -1) if target is None else target
+    inputs = [module.InferInput("image", list(image.shape), dtype),
+              module.InferInput("target", [len(image), 1], "INT64")]
+    inputs[0].set_data_from_numpy(image)
+    inputs[1].set_data_from_numpy(np.asarray(target, dtype=np.int64).reshape(-1, 1))
+    return inputs

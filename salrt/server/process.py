@@ -135,7 +135,7 @@ class TritonServer:
         """The models with fewer live Python-backend stubs than instances: a stub was killed (out of memory, by
         hand) or crashed. Triton does not start it again, and keeps answering ready while each request to the
         model fails ("Stub process ... is not healthy")."""
-        live = [command for command, state in _children(self.process.pid) if state != "Z"]
+        live = [command for _, command, state in children(self.process.pid) if state != "Z"]
         return [name for name in self.models.values()
                 if sum(f"/models/{name}/1/model.py" in command for command in live) < self.options.instances]
 
@@ -312,8 +312,8 @@ def _last_error(server: TritonServer) -> str:
     return f" (its log's last error: {tail.strip()[:300]})" if tail.strip() else ""
 
 
-def _children(pid: int) -> list[tuple[str, str]]:
-    """(command line, state) of each child process of ``pid`` (Linux's /proc; none elsewhere)."""
+def children(pid: int) -> list[tuple[int, str, str]]:
+    """(pid, command line, state) of each child process of ``pid`` (Linux's /proc; none elsewhere)."""
     found, pids = [], []
     for task in Path(f"/proc/{pid}/task").glob("*"):  # a child belongs to the thread that started it
         try:
@@ -326,5 +326,5 @@ def _children(pid: int) -> list[tuple[str, str]]:
             state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        found.append((command, state))
+        found.append((int(child), command, state))
     return found

@@ -51,7 +51,10 @@ def model_names(manifest: dict) -> dict[str, str]:
 
 def _contracts(manifest: dict) -> dict[str, tuple[list[dict], list[dict]]]:
     inputs, outputs = concrete_contract(manifest)
-    inputs = [{**io, "optional": "default" in io} for io in inputs]  # the model fills in what clients leave out
+    # Every input is required, the contract's defaults included (-1: the top class, the predicted region, the
+    # top detection): where some are optional, Triton 2.51 checks a request's input count, not its names, and a
+    # request with a target but no image reached the Python backend and crashed Triton (SIGSEGV), a crash any
+    # client could cause. Triton now refuses such a request naming the missing input.
     image_inputs = [{"name": "image_bytes", "dtype": "bytes", "shape": ["N"]}] + inputs[1:]
     # photos in: the class, the map (uint8: image_saliency's) and what the task explained (its box, region,
     # score), not the attribution or a method's intermediates
