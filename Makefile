@@ -15,7 +15,7 @@ $(BIN)/python:
 # C++ extension compiles against that torch. Re-runs only when the package definition or C++ sources change.
 $(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard csrc/*.* csrc/*/*.*)
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet --no-build-isolation -e '.[test,demo,cpp,serve,timm,hf,ray]'
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[test,demo,cpp,serve,timm,hf,ray,openvino]'
 	touch $(STAMP)
 
 demo: $(STAMP)
