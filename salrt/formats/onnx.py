@@ -26,29 +26,41 @@ def _name_batch_dimension(model: onnx.ModelProto) -> None:
             dims[0].dim_param = "N"
 
 
-def _unshare_transposed_convolution_weights(model: onnx.ModelProto) -> int:
-    """Give each ConvTranspose that shares its weight initializer with another node (the input gradient of a
-    strided convolution reuses that convolution's weight) a private copy when the weight is channel-square
-    ([C, C / groups, k...]). OpenVINO 2025.4's CPU plugin then computes the transposed convolution with the forward
-    convolution's prepared weights: relative L2 1.3 on ResNet-50's input gradient (layer2-4's first 3x3 stride-2
-    conv2), 0.4 on RegNetY-400MF. A non-square or private weight is computed right (docs/openvino.md has a
-    two-node reproduction). Returns the bytes the copies add (ResNet-50: 12 MB, 12%)."""
+def _unshare_transposed_weights(model: onnx.ModelProto) -> int:
+    """Gives a private copy of its weight initializer to each node reading a weight another node also reads, where
+    OpenVINO 2025.4's CPU plugin (float32) computes the node as if it held the other node's prepared weight:
+    - a ConvTranspose of a channel-square weight ([C, C/groups, k, k]), the input gradient of a strided
+      convolution, came out with the weight's input and output channels swapped (relative L2 1.3 on ResNet-50's
+      input gradient at layer2-4's stride-2 conv2, 0.4 on RegNetY-400MF);
+    - a Transpose of a square weight ([C, C]), in the input gradient g @ W^T of a linear layer, was dropped
+      (1.4 on ViT-Tiny's attn.proj, 0.84 on Swin-T).
+    Non-square and private weights are computed right (docs/openvino.md has the reproductions). Returns the bytes
+    the copies add (ResNet-50: 12 MB, 12%; ViT and Swin: 7%)."""
     graph, copied = model.graph, 0
     initializers = {t.name: t for t in graph.initializer}
     uses = collections.Counter(name for node in graph.node for name in node.input)
     for node in graph.node:
-        if node.op_type != "ConvTranspose" or node.input[1] not in initializers or uses[node.input[1]] < 2:
+        slot = {"ConvTranspose": 1, "Transpose": 0}.get(node.op_type)
+        if slot is None or len(node.input) <= slot or node.input[slot] not in initializers \
+                or uses[node.input[slot]] < 2 or not _misread_when_shared(node, initializers[node.input[slot]]):
             continue
-        weight = initializers[node.input[1]]
-        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if weight.dims[0] != weight.dims[1] * groups:
-            continue
+        weight = initializers[node.input[slot]]
         private = graph.initializer.add()
         private.CopyFrom(weight)
         private.name = f"{weight.name}_{node.name}"
-        node.input[1] = private.name
+        node.input[slot] = private.name
         copied += math.prod(weight.dims) * onnx.helper.tensor_dtype_to_np_dtype(weight.data_type).itemsize
     return copied
+
+
+def _misread_when_shared(node: onnx.NodeProto, weight: onnx.TensorProto) -> bool:
+    """Whether ``node`` reads ``weight`` in a shape whose two roles OpenVINO can swap: square."""
+    attributes = {attribute.name: onnx.helper.get_attribute_value(attribute) for attribute in node.attribute}
+    dims = list(weight.dims)
+    if node.op_type == "ConvTranspose":
+        return dims[0] == dims[1] * attributes.get("group", 1)
+    permutation = list(attributes.get("perm", range(len(dims))[::-1]))
+    return [dims[axis] for axis in permutation] == dims
 
 
 def _layer_norms_with_one_output(model: onnx.ModelProto) -> None:
@@ -107,7 +119,7 @@ def write(graph: torch.fx.GraphModule, path: Path, description: dict) -> dict:
                                     output_names=names(description["outputs"]), optimize=True, verbose=False)
     model = program.model_proto
     _name_batch_dimension(model)
-    weight_bytes += _unshare_transposed_convolution_weights(model)
+    weight_bytes += _unshare_transposed_weights(model)
     _layer_norms_with_one_output(model)
     for key, value in description.items():  # the manifest travels inside the file too
         model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
