@@ -172,7 +172,7 @@ def _check_fields(manifest: dict, path: Path) -> None:
         raise corrupt("input_size", f"{size} is not the preprocessing's crop {list(preprocessing.size)}")
     recorded = _recorded_contract(manifest)
     given = recorded and _contract_given(manifest, recorded, preprocessing, method)
-    if not given or _without_notes(given) != _without_notes(recorded):
+    if not given or _without_notes(given, _legacy(manifest)) != _without_notes(recorded, _legacy(manifest)):
         raise corrupt("inputs or outputs", "are not the tensors its model, method and task give")
 
 
@@ -207,9 +207,17 @@ def _contract_given(manifest: dict, recorded: dict, preprocessing: Preprocessing
         return None
 
 
-def _without_notes(given: dict) -> list:
-    """The contract as compared: notes are prose, which other salrt versions word otherwise."""
-    return [{key: value for key, value in io.items() if key != "note"} for io in given["inputs"] + given["outputs"]]
+def _without_notes(given: dict, legacy: bool) -> list:
+    """The contract as compared: notes are prose, which other salrt versions word otherwise; a legacy manifest's
+    shapes are symbolic and said 3 channels whatever the model's, so its shapes are not compared."""
+    ignored = ("note", "shape") if legacy else ("note",)
+    return [{key: value for key, value in io.items() if key not in ignored} for io in given["inputs"] + given["outputs"]]
+
+
+def _legacy(manifest: dict) -> bool:
+    """A manifest written before contracts held the model's sizes: ["N", "C", "H", "W"]-style shapes."""
+    return any(isinstance(size, str) and size != BATCH for io in manifest["inputs"] + manifest["outputs"]
+               for size in io["shape"])
 
 
 def verified_file(directory: Path, manifest: dict, fmt: str) -> Path:
